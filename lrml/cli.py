@@ -1,0 +1,358 @@
+"""Command line: ``python -m lrml {fetch,train,evaluate,recommend,attention,runs}``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from lrml.config import TrainConfig, config_fields
+
+logger = logging.getLogger("lrml.cli")
+
+# Fields the train command takes as flags; the rest keep their defaults unless
+# set with --set NAME=VALUE.
+TRAIN_FLAGS = {
+    "epochs": "N",
+    "embedding_dim": "D",
+    "memory_size": "N",
+    "margin": "M",
+    "learning_rate": "LR",
+    "batch_size": "B",
+    "num_negatives": "K",
+    "seed": "S",
+}
+
+
+class CommandError(Exception):
+    """A user error: printed as one line, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m lrml",
+        description="Train, evaluate and explain LRML recommenders on MovieLens.",
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log debug messages"
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    fetch = commands.add_parser(
+        "fetch", help="download a dataset and print where it is"
+    )
+    fetch.add_argument("dataset", choices=["ml-100k"], help="dataset name")
+
+    train = commands.add_parser("train", help="train a run in this process")
+    train.add_argument(
+        "--dataset", default="ml-100k", help="dataset name (default ml-100k)"
+    )
+    fields = {f.name: f for f in config_fields()}
+    for name, metavar in TRAIN_FLAGS.items():
+        f = fields[name]
+        kind = int if f.type in ("int", int) else float
+        train.add_argument(
+            "--" + name.replace("_", "-"),
+            type=kind,
+            default=None,
+            metavar=metavar,
+            help=f"{f.metadata['help']} (default {f.default}, range "
+            f"{f.metadata['low']} to {f.metadata['high']})",
+        )
+    train.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set any other config field, for example --set negative_reduction=mean",
+    )
+    train.add_argument(
+        "--out", type=Path, help="run folder to create (default: models/NAME)"
+    )
+    train.add_argument("--name", help="run name inside the models folder")
+    train.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    train.add_argument(
+        "--json", action="store_true", help="print one JSON object at the end"
+    )
+
+    evaluate = commands.add_parser("evaluate", help="evaluate a run on the test split")
+    evaluate.add_argument("run", help="run name or folder")
+    evaluate.add_argument("--json", action="store_true", help="print JSON")
+
+    recommend = commands.add_parser("recommend", help="top-K movies for users")
+    recommend.add_argument("run", help="run name or folder")
+    who = recommend.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", help="MovieLens user id")
+    who.add_argument("--all-users", action="store_true", help="every user")
+    recommend.add_argument(
+        "-k", type=int, default=10, help="list length, 1 to 100 (default 10)"
+    )
+    recommend.add_argument(
+        "--include-seen", action="store_true", help="keep movies the user already rated"
+    )
+    output = recommend.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print JSON records")
+    output.add_argument("--csv", action="store_true", help="print CSV")
+
+    attention = commands.add_parser("attention", help="memory attention of one pair")
+    attention.add_argument("run", help="run name or folder")
+    attention.add_argument("--user", required=True, help="MovieLens user id")
+    attention.add_argument("--item", required=True, help="MovieLens movie id")
+    attention.add_argument("--json", action="store_true", help="print JSON")
+
+    commands.add_parser("runs", help="list the runs in the models folder")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    handler = {
+        "fetch": cmd_fetch,
+        "train": cmd_train,
+        "evaluate": cmd_evaluate,
+        "recommend": cmd_recommend,
+        "attention": cmd_attention,
+        "runs": cmd_runs,
+    }[args.command]
+    try:
+        handler(args)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except (CommandError, ValueError, KeyError, FileNotFoundError, OSError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_fetch(args: argparse.Namespace) -> None:
+    from lrml.data import fetch_ml100k
+
+    folder, layout = fetch_ml100k()
+    print(f"{folder} ({layout} layout)")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from lrml.jobs import train_in_foreground
+    from lrml.runs import create_run
+    from lrml.training import choose_device
+
+    values: dict[str, Any] = {"dataset": args.dataset}
+    for name in TRAIN_FLAGS:
+        if getattr(args, name) is not None:
+            values[name] = getattr(args, name)
+    values.update(_parse_settings(args.set))
+    config = TrainConfig().replace(**values)
+    device = choose_device(args.device)
+
+    if args.out is not None and args.name is not None:
+        raise CommandError("give --out or --name, not both")
+    if args.out is not None:
+        run = create_run(config, name=args.out.name, root=args.out.parent)
+    else:
+        run = create_run(config, name=args.name)
+    logger.info("training run %s in %s on %s", run.name, run.path, device)
+
+    progress = _EpochProgress(
+        config.epochs, enabled=sys.stderr.isatty() and not args.json
+    )
+    started = time.perf_counter()
+    try:
+        metrics = train_in_foreground(run, device=device, on_epoch=progress.update)
+    finally:
+        progress.close()
+    seconds = time.perf_counter() - started
+    history = run.metrics()
+    summary = {
+        "run": str(run.path),
+        "epochs": len(history),
+        "best_epoch": run.status().get("best_epoch"),
+        "train_seconds": round(seconds, 2),
+        "test": _pick_test_metrics(metrics or {}),
+    }
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"run folder: {run.path}")
+        print(
+            f"epochs: {summary['epochs']} (best {summary['best_epoch']}), {seconds:.1f} s"
+        )
+        for name, value in summary["test"].items():
+            print(f"test {name}: {value:.4f}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from lrml.evaluation import ModelScorer, evaluate
+    from lrml.inference import load_run
+
+    loaded = load_run(args.run)
+    evaluation = evaluate(ModelScorer(loaded.model), loaded.split, "test")
+    if args.json:
+        print(json.dumps({"run": str(loaded.run.path), **evaluation.summary}))
+        return
+    for name, value in evaluation.summary.items():
+        print(f"{name}: {value:.4f}" if name != "users" else f"users: {int(value)}")
+
+
+def cmd_recommend(args: argparse.Namespace) -> None:
+    from lrml.inference import check_k, load_run, recommend
+
+    loaded = load_run(args.run)
+    check_k(args.k, loaded.split.n_items)
+    if args.all_users:
+        user_indices = np.arange(loaded.split.n_users)
+    else:
+        user_indices = np.array([_user_index(loaded, args.user)])
+
+    frames = []
+    for index in user_indices:
+        frame = recommend(
+            loaded, int(index), args.k, exclude_seen=not args.include_seen
+        )
+        frame.insert(0, "user_id", loaded.split.user_vocab.external(index))
+        frames.append(frame)
+    table = pd.concat(frames, ignore_index=True)
+    columns = ["user_id", "rank", "item_id", "title", "year", "genres", "score"]
+    _print_table(table[columns], args)
+
+
+def cmd_attention(args: argparse.Namespace) -> None:
+    from lrml.attention import pair_attention
+    from lrml.inference import load_run
+
+    loaded = load_run(args.run)
+    user_index = _user_index(loaded, args.user)
+    item_index = _item_index(loaded, args.item)
+    result = pair_attention(loaded.model, user_index, item_index)
+    title = loaded.items.iloc[item_index]["title"]
+    if args.json:
+        payload = {
+            "user_id": loaded.split.user_vocab.external(user_index),
+            "item_id": loaded.split.item_vocab.external(item_index),
+            "title": title,
+            "weights": result.weights.tolist(),
+            "distance": result.distance,
+            "distance_without_relation": result.distance_without_relation,
+        }
+        print(json.dumps(payload))
+        return
+    print(f"user {args.user}, movie {args.item} ({title})")
+    print(
+        f"distance with relation {result.distance:.4f}, "
+        f"without {result.distance_without_relation:.4f}"
+    )
+    for slot, weight in enumerate(result.weights):
+        print(f"slot {slot:3d}  {weight:.4f}  {'#' * int(round(weight * 50))}")
+
+
+def cmd_runs(args: argparse.Namespace) -> None:
+    from lrml.runs import list_runs, models_dir
+
+    runs = list_runs()
+    if not runs:
+        print(f"no runs in {models_dir()}")
+        return
+    for run in runs:
+        status = run.status()
+        test = run.test_metrics() or {}
+        hr = test.get("sampled_hr@10")
+        shown = f"{hr:.4f}" if hr is not None else "-"
+        print(
+            f"{run.name}\t{status.get('state')}\tepoch {status.get('epoch', 0)}\t"
+            f"test sampled HR@10 {shown}"
+        )
+
+
+def _user_index(loaded, user_id: str) -> int:
+    index = loaded.split.user_vocab.find(user_id)
+    if index is None:
+        raise CommandError(
+            f"unknown user id {user_id!r}: {loaded.config.dataset} has user ids "
+            f"{loaded.split.user_vocab.external(0)} to "
+            f"{loaded.split.user_vocab.external(loaded.split.n_users - 1)}"
+        )
+    return index
+
+
+def _item_index(loaded, item_id: str) -> int:
+    index = loaded.split.item_vocab.find(item_id)
+    if index is None:
+        raise CommandError(
+            f"unknown movie id {item_id!r}: it is not in {loaded.config.dataset} "
+            "or has no ratings"
+        )
+    return index
+
+
+def _parse_settings(settings: list[str]) -> dict[str, Any]:
+    fields = {f.name: f for f in config_fields()}
+    values: dict[str, Any] = {}
+    for setting in settings:
+        name, sep, raw = setting.partition("=")
+        if not sep or name not in fields:
+            raise CommandError(
+                f"invalid --set {setting!r}: use NAME=VALUE with NAME one of "
+                f"{', '.join(fields)}"
+            )
+        kind = fields[name].type
+        try:
+            values[name] = (
+                int(raw)
+                if kind in ("int", int)
+                else (float(raw) if kind in ("float", float) else raw)
+            )
+        except ValueError:
+            raise CommandError(
+                f"invalid --set {setting!r}: {name} takes a {kind}"
+            ) from None
+    return values
+
+
+def _pick_test_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    names = ("sampled_hr@10", "sampled_ndcg@10", "full_hr@10", "full_ndcg@10")
+    return {name: metrics[name] for name in names if name in metrics}
+
+
+def _print_table(table: pd.DataFrame, args: argparse.Namespace) -> None:
+    if args.json:
+        print(table.to_json(orient="records"))
+    elif args.csv:
+        sys.stdout.write(table.to_csv(index=False))
+    else:
+        print(table.to_string(index=False))
+
+
+class _EpochProgress:
+    """A tqdm bar with the live loss on a terminal; log lines do the job otherwise."""
+
+    def __init__(self, epochs: int, enabled: bool) -> None:
+        self.bar = None
+        if enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=epochs, unit="epoch", file=sys.stderr)
+
+    def update(self, result, trainer) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(
+                loss=f"{result.loss:.4f}", hr10=f"{result.validation['hr@10']:.3f}"
+            )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

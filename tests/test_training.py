@@ -1,0 +1,370 @@
+"""Tests for lrml.training: hinge loss, the Trainer, fit and choose_device."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lrml.training import (
+    EpochResult,
+    Trainer,
+    TrainingDiverged,
+    TrainingStopped,
+    choose_device,
+    fit,
+    hinge_loss,
+)
+
+# Two positives with two negatives each and margin 0.5. The hinge terms are
+# relu(0.5 + 1.0 - [1.2, 3.0]) = [0.3, 0.0] and
+# relu(0.5 + 2.0 - [2.1, 1.5]) = [0.4, 1.0].
+POSITIVE = torch.tensor([1.0, 2.0])
+NEGATIVE = torch.tensor([[1.2, 3.0], [2.1, 1.5]])
+
+
+@pytest.mark.parametrize(
+    ("reduction", "expected"),
+    [
+        ("sum", (0.3 + 1.4) / 2),
+        ("mean", (0.15 + 0.7) / 2),
+        ("hardest", (0.3 + 1.0) / 2),
+    ],
+)
+def test_hinge_loss_hand_values(reduction, expected):
+    loss = hinge_loss(POSITIVE, NEGATIVE, margin=0.5, reduction=reduction)
+
+    assert loss.item() == pytest.approx(expected)
+
+
+def test_hinge_loss_zero_beyond_margin():
+    loss = hinge_loss(torch.tensor([0.1]), torch.tensor([[0.7, 2.0]]), 0.5, "sum")
+
+    assert loss.item() == 0.0
+
+
+def test_hinge_loss_zero_margin():
+    loss = hinge_loss(torch.tensor([1.0]), torch.tensor([[0.5, 1.5]]), 0.0, "sum")
+
+    assert loss.item() == pytest.approx(0.5)
+
+
+def test_hinge_loss_rejects_reduction():
+    with pytest.raises(
+        ValueError, match="reduction must be sum, mean or hardest; got 'max'"
+    ):
+        hinge_loss(POSITIVE, NEGATIVE, 0.5, "max")
+
+
+def test_hinge_loss_gradient_direction():
+    positive = POSITIVE.clone().requires_grad_()
+    negative = NEGATIVE.clone().requires_grad_()
+
+    hinge_loss(positive, negative, 0.5, "sum").backward()
+
+    assert (positive.grad > 0).all()
+    assert (negative.grad <= 0).all()
+    assert negative.grad[0, 1].item() == 0.0
+
+
+def _batch(trainer: Trainer, size: int = 16):
+    users = trainer.split.train_users[:size].copy()
+    positives = trainer.split.train_items[:size].copy()
+    negatives = trainer.sampler.sample(users, 3, np.random.default_rng(0))
+    return (
+        torch.from_numpy(users),
+        torch.from_numpy(positives),
+        torch.from_numpy(negatives),
+    )
+
+
+@pytest.mark.parametrize("negative_relation", ["own", "shared"])
+def test_batch_loss_matches_formula(small_config, split, negative_relation):
+    config = small_config.replace(negative_relation=negative_relation, margin=0.7)
+    trainer = Trainer(config, split)
+    model = trainer.model
+    users, positives, negatives = _batch(trainer)
+
+    loss = trainer._batch_loss(users, positives, negatives)
+
+    with torch.no_grad():
+        d_pos = model(users, positives)  # (b,)
+        if negative_relation == "own":
+            d_neg = model(users, negatives)  # (b, k)
+        else:
+            p = model.users(users).unsqueeze(1)
+            r = model.relation(model.users(users), model.items(positives)).unsqueeze(1)
+            d_neg = model.distance(p, r, model.items(negatives))
+        expected = torch.relu(0.7 + d_pos[:, None] - d_neg).max(dim=1).values.mean()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_batch_loss_l2_weight(small_config, split):
+    plain = Trainer(small_config, split)
+    weighted = Trainer(small_config.replace(l2_weight=0.5), split)
+    batch = _batch(plain)
+
+    difference = weighted._batch_loss(*batch) - plain._batch_loss(*batch)
+
+    users, positives, negatives = batch
+    with torch.no_grad():
+        squares = (
+            plain.model.users(users).pow(2).sum(-1)
+            + plain.model.items(positives).pow(2).sum(-1)
+            + plain.model.items(negatives).pow(2).sum((1, 2))
+        )
+    assert difference.item() == pytest.approx(0.5 * squares.mean().item(), rel=1e-4)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"optimizer": "adagrad"},
+        {"optimizer": "sgd", "learning_rate": 0.1},
+        {"negative_reduction": "sum"},
+        {"negative_reduction": "mean"},
+        {"negative_relation": "shared"},
+        {"distance": "squared_l2"},
+        {"l2_weight": 0.01},
+    ],
+    ids=lambda changes: "-".join(f"{k}={v}" for k, v in changes.items()),
+)
+def test_fit_runs_each_option(small_config, split, changes):
+    result = fit(small_config.replace(epochs=2, **changes), split)
+
+    assert len(result.history) == 2
+    assert all(math.isfinite(epoch.loss) for epoch in result.history)
+
+
+def test_training_loss_decreases(small_config, split):
+    result = fit(small_config.replace(epochs=8), split)
+
+    assert result.history[-1].loss < result.history[0].loss
+
+
+def test_epoch_counter_advances(small_config, split):
+    trainer = Trainer(small_config, split)
+
+    trainer.train_epoch()
+    trainer.train_epoch()
+
+    assert trainer.epoch == 2
+
+
+def test_fit_history_records(small_config, split):
+    result = fit(small_config, split)
+
+    assert [epoch.epoch for epoch in result.history] == [1, 2, 3]
+    assert result.history[0].improved
+    assert set(result.history[0].validation) == {"hr@10", "ndcg@10"}
+    assert all(epoch.seconds >= 0 for epoch in result.history)
+    assert not result.stopped_early
+
+
+def test_epoch_record_prefixes_validation():
+    result = EpochResult(
+        epoch=2, loss=0.5, seconds=1.5, validation={"hr@10": 0.25}, improved=True
+    )
+
+    assert result.to_record() == {
+        "epoch": 2,
+        "loss": 0.5,
+        "seconds": 1.5,
+        "improved": True,
+        "val_hr@10": 0.25,
+    }
+
+
+def test_fit_calls_on_epoch(small_config, split):
+    seen = []
+
+    fit(small_config, split, on_epoch=lambda result, trainer: seen.append(result.epoch))
+
+    assert seen == [1, 2, 3]
+
+
+@pytest.fixture
+def stalled_config(small_config):
+    """A config whose validation HR@10 stays flat: SGD steps of 1e-6 change no rank."""
+    return small_config.replace(
+        epochs=10, optimizer="sgd", learning_rate=1e-6, patience=2
+    )
+
+
+def test_early_stopping_after_patience(stalled_config, split):
+    result = fit(stalled_config, split)
+
+    assert result.stopped_early
+    assert len(result.history) == 3
+    assert result.best_epoch == 1
+
+
+def test_improvement_must_be_strict(stalled_config, split):
+    result = fit(stalled_config, split)
+
+    scores = [epoch.validation["hr@10"] for epoch in result.history]
+    assert len(set(scores)) == 1
+    assert [epoch.improved for epoch in result.history] == [True, False, False]
+
+
+def test_patience_zero_runs_all_epochs(stalled_config, split):
+    result = fit(stalled_config.replace(epochs=4, patience=0), split)
+
+    assert len(result.history) == 4
+    assert not result.stopped_early
+
+
+def test_best_epoch_weights_kept(stalled_config, split):
+    snapshots = {}
+
+    def snapshot(result, trainer):
+        snapshots[result.epoch] = trainer.model.user_embeddings.detach().clone()
+
+    result = fit(stalled_config, split, on_epoch=snapshot)
+
+    assert torch.equal(result.model.user_embeddings, snapshots[1])
+    assert not torch.equal(result.model.user_embeddings, snapshots[3])
+
+
+def test_best_validation_reported(stalled_config, split):
+    result = fit(stalled_config, split)
+
+    assert result.best_validation == result.history[0].validation
+
+
+def test_stop_before_first_batch(small_config, split):
+    with pytest.raises(TrainingStopped):
+        fit(small_config, split, should_stop=lambda: True)
+
+
+def test_stop_during_second_epoch(small_config, split):
+    batches_per_epoch = math.ceil(len(split.train_users) / small_config.batch_size)
+    calls, finished = [], []
+
+    def should_stop():
+        calls.append(1)
+        return len(calls) > batches_per_epoch + 1
+
+    with pytest.raises(TrainingStopped):
+        fit(
+            small_config,
+            split,
+            should_stop=should_stop,
+            on_epoch=lambda result, trainer: finished.append(result.epoch),
+        )
+
+    assert finished == [1]
+    assert len(calls) == batches_per_epoch + 2
+
+
+def test_nan_weights_raise_diverged(small_config, split):
+    trainer = Trainer(small_config, split)
+    with torch.no_grad():
+        trainer.model.user_embeddings.fill_(float("nan"))
+
+    with pytest.raises(TrainingDiverged, match=r"loss became nan in epoch 1;"):
+        fit(small_config, split, trainer=trainer)
+
+
+def test_diverged_message_names_learning_rate(small_config, split):
+    config = small_config.replace(learning_rate=0.02)
+    trainer = Trainer(config, split)
+    with torch.no_grad():
+        trainer.model.memories.fill_(float("nan"))
+
+    with pytest.raises(
+        TrainingDiverged, match=r"lower the learning rate \(now 0\.02\)"
+    ):
+        fit(config, split, trainer=trainer)
+
+
+def test_diverged_in_later_epoch(small_config, split):
+    trainer = Trainer(small_config, split)
+
+    def poison(result, trainer):
+        with torch.no_grad():
+            trainer.model.keys.fill_(float("inf"))
+
+    with pytest.raises(TrainingDiverged, match=r"in epoch 2;"):
+        fit(small_config, split, trainer=trainer, on_epoch=poison)
+
+
+def test_same_seed_same_weights(small_config, split):
+    first = fit(small_config, split)
+    np.random.seed(123)
+    np.random.random(1000)
+    torch.manual_seed(321)
+    torch.rand(1000)
+    second = fit(small_config, split)
+
+    for name, tensor in first.model.state_dict().items():
+        assert torch.equal(tensor, second.model.state_dict()[name]), name
+
+
+def test_same_seed_same_metrics(small_config, split):
+    first = fit(small_config, split)
+    np.random.random(1000)
+    torch.rand(1000)
+    second = fit(small_config, split)
+
+    assert [epoch.loss for epoch in first.history] == [
+        epoch.loss for epoch in second.history
+    ]
+    assert [epoch.validation for epoch in first.history] == [
+        epoch.validation for epoch in second.history
+    ]
+
+
+def test_different_seed_different_weights(small_config, split):
+    first = fit(small_config, split)
+    second = fit(small_config.replace(seed=8), split)
+
+    assert not torch.equal(first.model.user_embeddings, second.model.user_embeddings)
+
+
+def test_validation_candidates_fixed(small_config, split):
+    first = Trainer(small_config, split)
+    second = Trainer(small_config.replace(seed=99), split)
+
+    assert np.array_equal(first.validation_candidates, second.validation_candidates)
+
+
+def test_choose_device_default_cpu_without_cuda(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+    assert choose_device() == torch.device("cpu")
+    assert choose_device("auto") == torch.device("cpu")
+
+
+def test_choose_device_default_cuda_when_present(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+
+    assert choose_device(None) == torch.device("cuda")
+
+
+def test_choose_device_explicit_cpu():
+    assert choose_device("cpu") == torch.device("cpu")
+
+
+def test_choose_device_cuda_missing(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+    with pytest.raises(
+        ValueError, match="device 'cuda:0' requested but CUDA is not available"
+    ):
+        choose_device("cuda:0")
+
+
+def test_choose_device_rejects_unknown_name():
+    with pytest.raises(ValueError, match="'tpu'"):
+        choose_device("tpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_fit_on_cuda_device(small_config, split):
+    result = fit(small_config, split, device=torch.device("cuda"))
+
+    assert result.model.keys.device.type == "cuda"
+    assert len(result.history) == small_config.epochs

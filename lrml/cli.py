@@ -256,7 +256,7 @@ def cmd_attention(args: argparse.Namespace) -> None:
         f"without {result.distance_without_relation:.4f}"
     )
     for slot, weight in enumerate(result.weights):
-        print(f"slot {slot:3d}  {weight:.4f}  {'#' * int(round(weight * 50))}")
+        print(f"slot {slot:3d}  {weight:.4f}  {'#' * round(weight * 50)}")
 
 
 def cmd_runs(args: argparse.Namespace) -> None:

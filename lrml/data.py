@@ -391,7 +391,11 @@ def _pip_download_recbole(download_dir: Path) -> None:
     logger.info("Running %s", " ".join(command))
     try:
         completed = subprocess.run(
-            command, capture_output=True, text=True, timeout=_PIP_TIMEOUT_S
+            command,
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=_PIP_TIMEOUT_S,
         )
     except subprocess.TimeoutExpired as error:
         raise _FetchFailed(f"pip timed out after {_PIP_TIMEOUT_S:.0f} s") from error

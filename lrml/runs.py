@@ -6,6 +6,8 @@ A run folder under the models directory holds:
 - ``status.json``: state, process id, epoch and message, rewritten atomically;
 - ``metrics.jsonl``: one JSON object per finished epoch;
 - ``weights.safetensors``: the best epoch's weights, replaced atomically;
+- ``checkpoint.safetensors``: the last complete epoch's model, optimizer and
+  random state, from which a stopped or crashed run resumes;
 - ``vocab.json``: the external user and item ids, in index order;
 - ``test_metrics.json``: the final evaluation, once training ends;
 - ``train.log``: the training process's log.
@@ -26,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from lrml.config import TrainConfig
@@ -42,6 +44,7 @@ CONFIG_FILE = "config.json"
 STATUS_FILE = "status.json"
 METRICS_FILE = "metrics.jsonl"
 WEIGHTS_FILE = "weights.safetensors"
+CHECKPOINT_FILE = "checkpoint.safetensors"
 VOCAB_FILE = "vocab.json"
 TEST_METRICS_FILE = "test_metrics.json"
 LOG_FILE = "train.log"
@@ -50,9 +53,11 @@ STOP_FILE = "stop-requested"
 RUN_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 WEIGHT_NAMES = ("user_embeddings", "item_embeddings", "keys", "memories")
 
-# States a run can be in. "running" and "queued" are checked against the live
-# process when read, so a killed process shows as "interrupted".
-ACTIVE_STATES = ("queued", "running", "stopping")
+# States a run can be in. A "queued" run waits for a free slot and has no
+# process. The live states are checked against their process when read, so a
+# killed process shows as "interrupted".
+LIVE_STATES = ("starting", "running", "stopping")
+ACTIVE_STATES = ("queued", *LIVE_STATES)
 FINAL_STATES = ("finished", "stopped", "failed", "interrupted")
 
 
@@ -82,10 +87,16 @@ def now_iso() -> str:
 def write_json_atomic(path: Path, payload: Any) -> None:
     """Write JSON to ``path`` through a temporary file and a rename."""
     text = json.dumps(payload, indent=2, sort_keys=True)
-    _write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
-def _write_atomic(path: Path, write: Any) -> None:
+def write_atomic(path: Path, write: Any) -> None:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it.
+
+    Readers see the old file or the new one, never a half-written one. If
+    ``write`` raises (a full disk, say), the temporary file is removed and
+    ``path`` is left as it was.
+    """
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
@@ -119,9 +130,7 @@ class Run:
             status = self._read_json(STATUS_FILE)
         except FileNotFoundError:
             return {"state": "unknown", "message": "status file missing"}
-        if status.get("state") in ACTIVE_STATES and not _process_alive(
-            status.get("pid")
-        ):
+        if status.get("state") in LIVE_STATES and not _process_alive(status.get("pid")):
             status = {
                 **status,
                 "state": "interrupted",
@@ -168,6 +177,24 @@ class Run:
     def has_weights(self) -> bool:
         return (self.path / WEIGHTS_FILE).exists()
 
+    def rewrite_metrics(self, records: list[dict[str, Any]]) -> None:
+        """Replace the metrics file with ``records``, atomically."""
+        text = "".join(json.dumps(record) + "\n" for record in records)
+        write_atomic(
+            self.path / METRICS_FILE, lambda tmp: tmp.write_text(text, encoding="utf-8")
+        )
+
+    def checkpoint_epoch(self) -> int | None:
+        """Return the epoch the checkpoint was written after, or None without one."""
+        path = self.path / CHECKPOINT_FILE
+        if not path.exists():
+            return None
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                return int((handle.metadata() or {})["epoch"])
+        except (SafetensorError, OSError, KeyError, ValueError):
+            return None
+
     def request_stop(self) -> None:
         (self.path / STOP_FILE).touch()
 
@@ -188,13 +215,27 @@ class Run:
 
     def save_weights(self, model: LRML, metadata: dict[str, str] | None = None) -> None:
         """Replace the weights file atomically, so a reader never sees half a file."""
+        self._save_tensors(
+            {name: getattr(model, name) for name in WEIGHT_NAMES}, metadata or {}
+        )
+
+    def save_weights_from_state(
+        self, state: dict[str, torch.Tensor], epoch: int
+    ) -> None:
+        """Write the weights file from a model ``state_dict``, atomically."""
+        self._save_tensors(
+            {name: state[name] for name in WEIGHT_NAMES}, {"epoch": str(epoch)}
+        )
+
+    def _save_tensors(
+        self, tensors: dict[str, torch.Tensor], metadata: dict[str, str]
+    ) -> None:
         tensors = {
-            name: getattr(model, name).detach().cpu().contiguous()
-            for name in WEIGHT_NAMES
+            name: value.detach().cpu().contiguous() for name, value in tensors.items()
         }
-        _write_atomic(
+        write_atomic(
             self.path / WEIGHTS_FILE,
-            lambda tmp: save_file(tensors, str(tmp), metadata=metadata or {}),
+            lambda tmp: save_file(tensors, str(tmp), metadata=metadata),
         )
 
     def load_model(self, device: str | torch.device = "cpu") -> LRML:
@@ -266,11 +307,7 @@ def create_run(
     path.mkdir()
     run = Run(path)
     write_json_atomic(path / CONFIG_FILE, config.to_dict())
-    # The creator's pid keeps the run "queued" while the creator lives; if it
-    # dies before a training process takes over, the run reads "interrupted".
-    run.set_status(
-        "queued", pid=os.getpid(), created_at=now_iso(), message="waiting to start"
-    )
+    run.set_status("queued", created_at=now_iso(), message="waiting to start")
     return run
 
 

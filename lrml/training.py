@@ -8,6 +8,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -134,6 +135,16 @@ class Trainer:
         self.sampler = NegativeSampler(split.train_matrix())
         self.validation_candidates = sample_candidates(split, "validation")
         self.epoch = 0
+        # Model selection state; a checkpoint saves and restores it with the rest.
+        self.best_score = -1.0
+        self.best_epoch = 0
+        self.best_validation: dict[str, float] = {}
+        self.best_state: dict[str, torch.Tensor] | None = None
+        # Epoch a resumed run restarted from; patience counts from here too, so
+        # resuming an early-stopped run trains at least `patience` more epochs.
+        self.resumed_at = 0
+        # The metrics line of the last epoch restored from a checkpoint.
+        self.last_record: dict[str, Any] | None = None
 
     def train_epoch(self, should_stop: Callable[[], bool] | None = None) -> float:
         """Run one pass over the training pairs and return the mean batch loss."""
@@ -239,21 +250,22 @@ def fit(
         should save them in ``on_epoch``.
     """
     trainer = trainer or Trainer(config, split, device)
-    best_score, best_epoch = -1.0, 0
-    best_state: dict[str, torch.Tensor] | None = None
-    best_validation: dict[str, float] = {}
     history: list[EpochResult] = []
     stopped_early = False
 
     while trainer.epoch < config.epochs:
+        if _patience_exhausted(trainer, config):
+            stopped_early = True
+            break
         started = time.perf_counter()
         loss = trainer.train_epoch(should_stop)
         validation = trainer.validate()
         score = validation[SELECTION_METRIC]
-        improved = score > best_score
+        improved = score > trainer.best_score
         if improved:
-            best_score, best_epoch, best_validation = score, trainer.epoch, validation
-            best_state = copy.deepcopy(trainer.model.state_dict())
+            trainer.best_score, trainer.best_epoch = score, trainer.epoch
+            trainer.best_validation = validation
+            trainer.best_state = copy.deepcopy(trainer.model.state_dict())
         result = EpochResult(
             epoch=trainer.epoch,
             loss=loss,
@@ -271,17 +283,24 @@ def fit(
         )
         if on_epoch is not None:
             on_epoch(result, trainer)
-        if config.patience and trainer.epoch - best_epoch >= config.patience:
+        if _patience_exhausted(trainer, config):
             stopped_early = True
             logger.info("no improvement for %d epochs; stopping", config.patience)
             break
 
-    if best_state is not None:
-        trainer.model.load_state_dict(best_state)
+    if trainer.best_state is not None:
+        trainer.model.load_state_dict(trainer.best_state)
     return FitResult(
         model=trainer.model,
-        best_epoch=best_epoch,
-        best_validation=best_validation,
+        best_epoch=trainer.best_epoch,
+        best_validation=trainer.best_validation,
         history=history,
         stopped_early=stopped_early,
     )
+
+
+def _patience_exhausted(trainer: Trainer, config: TrainConfig) -> bool:
+    if not config.patience or trainer.best_epoch == 0:
+        return False
+    since = max(trainer.best_epoch, trainer.resumed_at)
+    return trainer.epoch - since >= config.patience

@@ -61,7 +61,10 @@ def spawn(monkeypatch):
     pids = []
 
     def start(run: Run) -> int:
-        pid = start_training(run)
+        start_training(run)
+        status = run.status()
+        assert status["state"] == "starting", status
+        pid = status["pid"]
         pids.append(pid)
         return pid
 

@@ -174,7 +174,13 @@ def test_status_live_process_running(run):
     assert run.status()["state"] == "running"
 
 
-@pytest.mark.parametrize("state", ["queued", "running", "stopping"])
+def test_status_queued_without_process(run):
+    run.set_status("queued", pid=None)
+
+    assert run.status()["state"] == "queued"
+
+
+@pytest.mark.parametrize("state", ["starting", "running", "stopping"])
 def test_status_dead_process_interrupted(run, state):
     run.set_status(state, pid=_dead_pid())
 

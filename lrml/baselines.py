@@ -1,4 +1,8 @@
-"""Baselines scored by the same evaluation code as LRML: popularity, BPR-MF and CML."""
+"""Baselines scored by the same evaluation code as LRML.
+
+Popularity, BPR matrix factorisation and CML are trained here on the same split;
+ALS from the ``implicit`` package is an outside reference.
+"""
 
 from __future__ import annotations
 
@@ -169,6 +173,52 @@ def fit_bpr(
     return BaselineResult(
         TorchScorer(model), epoch, best_epoch, time.perf_counter() - started
     )
+
+
+class ALSScorer:
+    """Score with the user and item factors of a fitted ``implicit`` ALS model."""
+
+    def __init__(self, user_factors: np.ndarray, item_factors: np.ndarray) -> None:
+        self.user_factors = user_factors
+        self.item_factors = item_factors
+
+    def score_pairs(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        p = self.user_factors[users][:, None, :]  # (b, 1, d)
+        return (p * self.item_factors[items]).sum(-1)  # (b, k)
+
+    def score_all(self, users: np.ndarray) -> np.ndarray:
+        return self.user_factors[users] @ self.item_factors.T  # (b, n_items)
+
+
+def fit_als(
+    split: Split,
+    factors: int = 64,
+    regularization: float = 0.05,
+    alpha: float = 1.0,
+    iterations: int = 15,
+    seed: int = 0,
+) -> BaselineResult:
+    """Fit implicit's ALS on the binary training matrix (one thread, fixed seed)."""
+    from implicit.als import AlternatingLeastSquares
+    from threadpoolctl import threadpool_limits
+
+    started = time.perf_counter()
+    model = AlternatingLeastSquares(
+        factors=factors,
+        regularization=regularization,
+        alpha=alpha,
+        iterations=iterations,
+        random_state=seed,
+        num_threads=1,
+    )
+    # implicit warns, and slows down, when BLAS runs its own thread pool.
+    with threadpool_limits(1, "blas"):
+        model.fit(split.train_matrix(), show_progress=False)
+    scorer = ALSScorer(
+        np.asarray(model.user_factors, dtype=np.float32),
+        np.asarray(model.item_factors, dtype=np.float32),
+    )
+    return BaselineResult(scorer, iterations, iterations, time.perf_counter() - started)
 
 
 def make_cml(config: TrainConfig, split: Split, generator: torch.Generator) -> CML:

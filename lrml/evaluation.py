@@ -91,9 +91,7 @@ def sample_candidates(
         Column 0 holds the held-out item, the others the negatives.
     """
     users, targets = split.held_out(stage)
-    history = split.known_matrix("test").tolil()
-    history[split.test_users, split.test_items] = 1.0
-    sampler = NegativeSampler(history.tocsr())
+    sampler = NegativeSampler(split.known_matrix("all"))
     stage_offset = 0 if stage == "validation" else 1
     rng = np.random.default_rng([seed, stage_offset])
     # fill_short only matters for tiny catalogues; MovieLens users all have

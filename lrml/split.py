@@ -56,27 +56,38 @@ class Split:
 
     def train_matrix(self) -> sp.csr_matrix:
         """Return the binary user-by-item matrix of training pairs."""
-        data = np.ones(len(self.train_users), dtype=np.float32)
-        matrix = sp.csr_matrix(
-            (data, (self.train_users, self.train_items)),
-            shape=(self.n_users, self.n_items),
-        )
-        matrix.sum_duplicates()
-        matrix.data[:] = 1.0
-        return matrix
+        return self._binary_matrix([(self.train_users, self.train_items)])
 
     def known_matrix(self, stage: str) -> sp.csr_matrix:
         """Return the pairs a user is known to have before ``stage`` is scored.
 
         For "validation" that is the training set; for "test" it also holds the
-        validation pair, since the model may assume the user saw it.
+        validation pair, since the model may assume the user saw it; "all" adds
+        the test pair too, which is every interaction in the dataset.
         """
-        matrix = self.train_matrix().tolil()
-        if stage == "test":
-            matrix[self.validation_users, self.validation_items] = 1.0
-        elif stage != "validation":
-            raise ValueError(f"stage must be 'validation' or 'test'; got {stage!r}")
-        return matrix.tocsr()
+        parts = [(self.train_users, self.train_items)]
+        if stage in ("test", "all"):
+            parts.append((self.validation_users, self.validation_items))
+        if stage == "all":
+            parts.append((self.test_users, self.test_items))
+        elif stage not in ("validation", "test"):
+            raise ValueError(
+                f"stage must be 'validation', 'test' or 'all'; got {stage!r}"
+            )
+        return self._binary_matrix(parts)
+
+    def _binary_matrix(
+        self, parts: list[tuple[np.ndarray, np.ndarray]]
+    ) -> sp.csr_matrix:
+        rows = np.concatenate([users for users, _ in parts])
+        cols = np.concatenate([items for _, items in parts])
+        matrix = sp.csr_matrix(
+            (np.ones(len(rows), dtype=np.float32), (rows, cols)),
+            shape=(self.n_users, self.n_items),
+        )
+        matrix.sum_duplicates()
+        matrix.data[:] = 1.0
+        return matrix
 
     def held_out(self, stage: str) -> tuple[np.ndarray, np.ndarray]:
         if stage == "validation":

@@ -264,9 +264,17 @@ def test_test_known_adds_validation(split):
 
 def test_known_matrix_rejects_stage(split):
     with pytest.raises(
-        ValueError, match="stage must be 'validation' or 'test'; got 'train'"
+        ValueError, match="stage must be 'validation', 'test' or 'all'; got 'train'"
     ):
         split.known_matrix("train")
+
+
+def test_known_matrix_all_adds_test(split):
+    everything = split.known_matrix("all")
+    before_test = split.known_matrix("test")
+
+    assert everything.nnz == before_test.nnz + len(split.test_users)
+    assert everything[split.test_users, split.test_items].min() == 1.0
 
 
 def test_held_out_per_stage(split):

@@ -203,16 +203,16 @@ def fit_als(
     from threadpoolctl import threadpool_limits
 
     started = time.perf_counter()
-    model = AlternatingLeastSquares(
-        factors=factors,
-        regularization=regularization,
-        alpha=alpha,
-        iterations=iterations,
-        random_state=seed,
-        num_threads=1,
-    )
     # implicit warns, and slows down, when BLAS runs its own thread pool.
     with threadpool_limits(1, "blas"):
+        model = AlternatingLeastSquares(
+            factors=factors,
+            regularization=regularization,
+            alpha=alpha,
+            iterations=iterations,
+            random_state=seed,
+            num_threads=1,
+        )
         model.fit(split.train_matrix(), show_progress=False)
     scorer = ALSScorer(
         np.asarray(model.user_factors, dtype=np.float32),

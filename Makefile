@@ -6,17 +6,33 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-requirements
 
-.PHONY: run test test-fast install lint clean-venv
+.PHONY: run test test-fast test-e2e screenshots bench-load install lint clean-venv
 
 run: $(STAMP)
 	$(BIN)/streamlit run app.py
 
+# -rs lists each skipped test with its reason, such as the browser tests on a
+# machine without Chromium.
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -rs
 
 # Skips the slow tests that train on real MovieLens-100K or start processes.
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"
+
+# The browser tests alone: Playwright drives /usr/bin/chromium against the app.
+test-e2e: $(STAMP)
+	$(BIN)/python -m pytest -rs tests/e2e
+
+# Refreshes the README's images in docs/screenshots from the browser tests. CI=1
+# makes a missing browser an error here, not a skip.
+screenshots: $(STAMP)
+	CI=1 LRML_SCREENSHOT_DIR=docs/screenshots $(BIN)/python -m pytest -rs tests/e2e \
+		-k "test_page_opens_without_error or test_presentation_mode_from_url"
+
+# Ten browser sessions browse every page while a run trains; prints page-load times.
+bench-load: $(STAMP)
+	$(BIN)/python bench/bench_load.py
 
 install: $(STAMP)
 

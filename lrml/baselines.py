@@ -156,8 +156,9 @@ def fit_bpr(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            if not math.isfinite(float(loss)):
-                raise RuntimeError(f"BPR loss became {float(loss)} in epoch {epoch}")
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise RuntimeError(f"BPR loss became {value} in epoch {epoch}")
 
         metrics, _ = evaluate_sampled(
             TorchScorer(model), split, "validation", candidates=candidates, ks=(10,)

@@ -1,6 +1,6 @@
 """Checkpoints: everything a training run needs to continue where it stopped.
 
-One safetensors file holds the model, the optimizer state, the best epoch's
+One safetensors file contains the model, the optimizer state, the best epoch's
 weights and, in its string metadata, the epoch counter, the model selection
 state and the numpy generator's state. Nothing is pickled.
 """
@@ -50,6 +50,7 @@ def checkpoint_tensors(
         "best_epoch": str(trainer.best_epoch),
         "best_score": repr(trainer.best_score),
         "best_validation": json.dumps(trainer.best_validation),
+        "optimizer": type(trainer.optimizer).__name__,
         "optimizer_scalars": json.dumps(scalar_state),
         "optimizer_param_groups": json.dumps(optimizer_state["param_groups"]),
         "numpy_rng": json.dumps(trainer.rng.bit_generator.state),
@@ -73,7 +74,8 @@ def restore_checkpoint(path: Path, trainer: Trainer) -> None:
     ------
     ValueError
         If the file is not a readable checkpoint of this format, or its
-        tensors do not fit the trainer's model and optimizer.
+        tensors do not fit the trainer's model and optimizer. The trainer may
+        then be partly restored and should be discarded.
     """
     try:
         tensors = load_file(str(path))
@@ -86,33 +88,54 @@ def restore_checkpoint(path: Path, trainer: Trainer) -> None:
             f"{path} has checkpoint format {metadata.get('format')!r}; "
             f"this version reads format {FORMAT_VERSION}"
         )
-
-    model_state = _prefixed(tensors, "model.")
-    best_state = _prefixed(tensors, "best.")
     try:
-        trainer.model.load_state_dict(model_state)
-    except RuntimeError as error:
-        raise ValueError(f"{path} does not match the run's config: {error}") from error
+        state = _parse_metadata(metadata)
+    except (KeyError, ValueError, TypeError) as error:
+        raise ValueError(f"{path} has invalid metadata ({error!r})") from error
 
+    # torch loads one optimizer's state into another without complaint.
+    saved_optimizer = metadata.get("optimizer")
+    if saved_optimizer not in (None, type(trainer.optimizer).__name__):
+        raise ValueError(
+            f"{path} does not match the run's config: it contains {saved_optimizer} "
+            f"state, but the run uses {type(trainer.optimizer).__name__}"
+        )
     optimizer_state: dict[str, Any] = {
         "state": {},
-        "param_groups": json.loads(metadata["optimizer_param_groups"]),
+        "param_groups": state.pop("optimizer_param_groups"),
     }
     for name, value in _prefixed(tensors, "optimizer.").items():
         index, key = name.split(".", 1)
         optimizer_state["state"].setdefault(int(index), {})[key] = value
-    for index, values in json.loads(metadata["optimizer_scalars"]).items():
+    for index, values in state.pop("optimizer_scalars").items():
         optimizer_state["state"].setdefault(int(index), {}).update(values)
-    trainer.optimizer.load_state_dict(optimizer_state)
+    try:
+        trainer.model.load_state_dict(_prefixed(tensors, "model."))
+        trainer.optimizer.load_state_dict(optimizer_state)
+    except (RuntimeError, ValueError, KeyError) as error:
+        raise ValueError(f"{path} does not match the run's config: {error}") from error
 
-    trainer.epoch = int(metadata["epoch"])
-    trainer.resumed_at = trainer.epoch
-    trainer.best_epoch = int(metadata["best_epoch"])
-    trainer.best_score = float(metadata["best_score"])
-    trainer.best_validation = json.loads(metadata["best_validation"])
-    trainer.best_state = best_state or None
-    trainer.rng.bit_generator.state = json.loads(metadata["numpy_rng"])
-    trainer.last_record = json.loads(metadata.get("last_record", "null"))
+    trainer.rng.bit_generator.state = state.pop("numpy_rng")
+    trainer.epoch = state["epoch"]
+    trainer.resumed_at = state["epoch"]
+    trainer.best_epoch = state["best_epoch"]
+    trainer.best_score = state["best_score"]
+    trainer.best_validation = state["best_validation"]
+    trainer.best_state = _prefixed(tensors, "best.") or None
+    trainer.last_record = state["last_record"]
+
+
+def _parse_metadata(metadata: dict[str, str]) -> dict[str, Any]:
+    return {
+        "epoch": int(metadata["epoch"]),
+        "best_epoch": int(metadata["best_epoch"]),
+        "best_score": float(metadata["best_score"]),
+        "best_validation": json.loads(metadata["best_validation"]),
+        "optimizer_scalars": json.loads(metadata["optimizer_scalars"]),
+        "optimizer_param_groups": json.loads(metadata["optimizer_param_groups"]),
+        "numpy_rng": json.loads(metadata["numpy_rng"]),
+        "last_record": json.loads(metadata.get("last_record", "null")),
+    }
 
 
 def _prefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

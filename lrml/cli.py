@@ -1,4 +1,7 @@
-"""Command line: ``python -m lrml {fetch,train,evaluate,recommend,attention,runs}``."""
+"""Command line: ``python -m lrml COMMAND``.
+
+Commands: fetch, train, evaluate, recommend, attention, runs, resume and stop.
+"""
 
 from __future__ import annotations
 
@@ -45,10 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    # lrml.releases imports nothing heavy, unlike lrml.data (pyarrow, pandas).
+    from lrml.releases import RELEASES
+
     fetch = commands.add_parser(
-        "fetch", help="download a dataset and print where it is"
+        "fetch",
+        help="download a MovieLens release and print the folder with its files",
     )
-    fetch.add_argument("dataset", choices=["ml-100k"], help="dataset name")
+    fetch.add_argument("dataset", choices=list(RELEASES), help="release name")
 
     train = commands.add_parser("train", help="train a run in this process")
     train.add_argument(
@@ -107,7 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     attention.add_argument("--item", required=True, help="MovieLens movie id")
     attention.add_argument("--json", action="store_true", help="print JSON")
 
-    commands.add_parser("runs", help="list the runs in the models folder")
+    commands.add_parser(
+        "runs", help="list the runs in the models folder, with queue positions"
+    )
+    _add_run_commands(commands)
     return parser
 
 
@@ -126,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         "recommend": cmd_recommend,
         "attention": cmd_attention,
         "runs": cmd_runs,
+        "resume": cmd_resume,
+        "stop": cmd_stop,
     }[args.command]
     try:
         handler(args)
@@ -140,24 +152,43 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_fetch(args: argparse.Namespace) -> None:
-    from lrml.data import fetch_ml100k
+    from lrml.data import fetch_dataset
 
-    folder, layout = fetch_ml100k()
-    print(f"{folder} ({layout} layout)")
+    bar = None
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr)
+
+    def show(received: int, total: int | None) -> None:
+        if bar is not None:
+            bar.total = total
+            bar.update(received - bar.n)
+
+    try:
+        fetched = fetch_dataset(args.dataset, progress=show)
+    finally:
+        if bar is not None:
+            bar.close()
+    print(f"{fetched.folder} ({fetched.layout} layout)")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from lrml.jobs import train_in_foreground
-    from lrml.runs import create_run
-    from lrml.training import choose_device
-
     values: dict[str, Any] = {"dataset": args.dataset}
     for name in TRAIN_FLAGS:
         if getattr(args, name) is not None:
             values[name] = getattr(args, name)
     values.update(_parse_settings(args.set))
     config = TrainConfig().replace(**values)
+
+    # Imported once the hyperparameters are valid, so that a typo fails before
+    # the seconds that loading torch takes.
+    from lrml.jobs import train_in_foreground
+    from lrml.runs import create_run
+    from lrml.training import choose_device
+
     device = choose_device(args.device)
+    _limit_threads()
 
     if args.out is not None and args.name is not None:
         raise CommandError("give --out or --name, not both")
@@ -167,19 +198,58 @@ def cmd_train(args: argparse.Namespace) -> None:
         run = create_run(config, name=args.name)
     logger.info("training run %s in %s on %s", run.name, run.path, device)
 
+    _train_with_progress(
+        run, args, lambda on_epoch: train_in_foreground(run, device, on_epoch)
+    )
+
+
+def _limit_threads() -> None:
+    """Use $LRML_TORCH_THREADS torch threads, 1 by default, like the app's runs.
+
+    On a busy machine, more threads than free cores make each epoch several
+    times slower.
+    """
+    import torch
+
+    from lrml.jobs import torch_threads
+
+    torch.set_num_threads(torch_threads())
+
+
+def _train_with_progress(
+    run, args: argparse.Namespace, train, epochs: int | None = None
+) -> None:
+    """Call ``train(on_epoch)`` with a progress display, then print a summary.
+
+    ``epochs`` is the epoch the run trains up to, by default its config's. The
+    log lines also go to the run's train.log, as for runs that the app trains
+    in the background; the runner appends a traceback there if training fails.
+    """
+    from lrml.runs import LOG_FILE
+
+    file_handler = logging.FileHandler(run.path / LOG_FILE, encoding="utf-8")
+    file_handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
+    root = logging.getLogger()
+    root.addHandler(file_handler)
     progress = _EpochProgress(
-        config.epochs, enabled=sys.stderr.isatty() and not args.json
+        epochs or run.config.epochs,
+        done=run.checkpoint_epoch() or 0,
+        enabled=sys.stderr.isatty() and not args.json,
     )
     started = time.perf_counter()
     try:
-        metrics = train_in_foreground(run, device=device, on_epoch=progress.update)
+        metrics = train(progress.update)
     finally:
         progress.close()
+        root.removeHandler(file_handler)
+        file_handler.close()
     seconds = time.perf_counter() - started
-    history = run.metrics()
+
     summary = {
         "run": str(run.path),
-        "epochs": len(history),
+        "epochs": len(run.metrics()),
         "best_epoch": run.status().get("best_epoch"),
         "train_seconds": round(seconds, 2),
         "test": _pick_test_metrics(metrics or {}),
@@ -260,21 +330,92 @@ def cmd_attention(args: argparse.Namespace) -> None:
 
 
 def cmd_runs(args: argparse.Namespace) -> None:
+    from lrml.jobs import queued_runs
     from lrml.runs import list_runs, models_dir
 
     runs = list_runs()
     if not runs:
         print(f"no runs in {models_dir()}")
         return
+    queue = [run.name for run in queued_runs()]
     for run in runs:
         status = run.status()
+        state = status.get("state")
+        if run.name in queue:
+            state = f"queued ({queue.index(run.name) + 1} of {len(queue)})"
         test = run.test_metrics() or {}
         hr = test.get("sampled_hr@10")
         shown = f"{hr:.4f}" if hr is not None else "-"
         print(
-            f"{run.name}\t{status.get('state')}\tepoch {status.get('epoch', 0)}\t"
+            f"{run.name}\t{state}\tepoch {status.get('epoch', 0)}\t"
             f"test sampled HR@10 {shown}"
         )
+
+
+def cmd_resume(args: argparse.Namespace) -> None:
+    from lrml import jobs
+    from lrml.runs import open_run
+    from lrml.training import choose_device
+
+    run = open_run(args.run)
+    if args.background:
+        jobs.resume(run, args.epochs)
+        status = run.status()
+        print(f"{run.name}: {status['state']} ({status.get('message', '')})")
+        return
+
+    device = choose_device(args.device)
+    _limit_threads()
+    done = run.checkpoint_epoch() or 0
+    logger.info("resuming run %s after epoch %d on %s", run.name, done, device)
+    _train_with_progress(
+        run,
+        args,
+        lambda on_epoch: jobs.resume_in_foreground(run, args.epochs, device, on_epoch),
+        epochs=done + args.epochs,
+    )
+
+
+def cmd_stop(args: argparse.Namespace) -> None:
+    from lrml import jobs
+    from lrml.runs import open_run
+
+    run = open_run(args.run)
+    jobs.stop(run)
+    status = run.status()
+    print(f"{run.name}: {status['state']} ({status.get('message', '')})")
+
+
+def _add_run_commands(commands) -> None:
+    """Add the ``resume`` and ``stop`` subcommands."""
+    resume = commands.add_parser(
+        "resume",
+        help="train a stopped, interrupted, failed or finished run for more epochs",
+    )
+    resume.add_argument("run", help="run name or folder")
+    resume.add_argument(
+        "--epochs",
+        type=int,
+        required=True,
+        metavar="N",
+        help="epochs to train beyond the run's last checkpoint",
+    )
+    resume.add_argument(
+        "--background",
+        action="store_true",
+        help="queue the run for a background training process, as the app does, "
+        "instead of training in this process",
+    )
+    resume.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    resume.add_argument(
+        "--json", action="store_true", help="print one JSON object at the end"
+    )
+
+    stop = commands.add_parser(
+        "stop",
+        help="stop a run: a queued one at once, a training one after its batch",
+    )
+    stop.add_argument("run", help="run name or folder")
 
 
 def _user_index(loaded, user_id: str) -> int:
@@ -337,22 +478,43 @@ def _print_table(table: pd.DataFrame, args: argparse.Namespace) -> None:
 
 
 class _EpochProgress:
-    """A tqdm bar with the live loss on a terminal; log lines do the job otherwise."""
+    """Show training progress: a tqdm bar with the live loss on a terminal.
 
-    def __init__(self, epochs: int, enabled: bool) -> None:
+    Elsewhere (a pipe, a file, ``--json``) nothing is drawn, and the log lines
+    that `lrml.training` writes for each epoch report progress on stderr. On a
+    terminal those lines print above the bar instead of breaking it. Call
+    `close` when training ends.
+    """
+
+    def __init__(self, epochs: int, done: int, enabled: bool) -> None:
         self.bar = None
+        self._redirect = None
         if enabled:
             from tqdm import tqdm
+            from tqdm.contrib.logging import logging_redirect_tqdm
 
-            self.bar = tqdm(total=epochs, unit="epoch", file=sys.stderr)
+            self._redirect = logging_redirect_tqdm()
+            self._redirect.__enter__()
+            self.bar = tqdm(
+                total=epochs,
+                initial=done,
+                unit="epoch",
+                desc="training",
+                file=sys.stderr,
+                dynamic_ncols=True,
+            )
 
     def update(self, result, trainer) -> None:
         if self.bar is not None:
-            self.bar.update(1)
             self.bar.set_postfix(
-                loss=f"{result.loss:.4f}", hr10=f"{result.validation['hr@10']:.3f}"
+                loss=f"{result.loss:.4f}",
+                val_hr10=f"{result.validation['hr@10']:.3f}",
+                refresh=False,
             )
+            self.bar.update(1)
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+        if self._redirect is not None:
+            self._redirect.__exit__(None, None, None)

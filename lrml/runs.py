@@ -3,7 +3,8 @@
 A run folder under the models directory holds:
 
 - ``config.json``: the `TrainConfig`;
-- ``status.json``: state, process id, epoch and message, rewritten atomically;
+- ``status.json``: state, process id and start time, epoch and message,
+  rewritten atomically;
 - ``metrics.jsonl``: one JSON object per finished epoch;
 - ``weights.safetensors``: the best epoch's weights, replaced atomically;
 - ``checkpoint.safetensors``: the last complete epoch's model, optimizer and
@@ -51,6 +52,8 @@ LOG_FILE = "train.log"
 STOP_FILE = "stop-requested"
 
 RUN_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# Names of `write_atomic`'s temporary files: tempfile.mkstemp adds 8 characters.
+TEMP_FILE_PATTERN = re.compile(r"\.[A-Za-z0-9._-]+\.[a-z0-9_]{8}")
 WEIGHT_NAMES = ("user_embeddings", "item_embeddings", "keys", "memories")
 
 # States a run can be in. A "queued" run waits for a free slot and has no
@@ -59,6 +62,8 @@ WEIGHT_NAMES = ("user_embeddings", "item_embeddings", "keys", "memories")
 LIVE_STATES = ("starting", "running", "stopping")
 ACTIVE_STATES = ("queued", *LIVE_STATES)
 FINAL_STATES = ("finished", "stopped", "failed", "interrupted")
+# The state `Run.status` reports when status.json is missing or unreadable.
+UNKNOWN_STATE = "unknown"
 
 
 def models_dir() -> Path:
@@ -80,8 +85,9 @@ def validate_run_name(name: str) -> str:
     return name
 
 
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+def now_iso(timespec: str = "seconds") -> str:
+    """Return the current UTC time in ISO 8601, to ``timespec`` precision."""
+    return datetime.now(UTC).isoformat(timespec=timespec)
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:
@@ -108,6 +114,43 @@ def write_atomic(path: Path, write: Any) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    _fsync_directory(path.parent)
+
+
+def _fsync_directory(folder: Path) -> None:
+    # Makes the rename itself survive a power cut; some file systems refuse it.
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def process_identity(pid: int) -> dict[str, Any]:
+    """Return the status fields that identify process ``pid``: its id and start time.
+
+    The start time distinguishes a live process from a later one that reuses the
+    same id, for example after a reboot. It is None where ``/proc`` is not available.
+    """
+    return {"pid": pid, "pid_start": process_start_time(pid)}
+
+
+def process_start_time(pid: int) -> int | None:
+    """Return process ``pid``'s start time in clock ticks since boot, from ``/proc``.
+
+    Returns None if the process does not exist or ``/proc`` is not available.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        # Field 22 (starttime); the fields after the command name start at field 3.
+        return int(stat.rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 @dataclass(frozen=True)
@@ -125,24 +168,63 @@ class Run:
         return TrainConfig.from_dict(self._read_json(CONFIG_FILE))
 
     def status(self) -> dict[str, Any]:
-        """Return the run's status, with dead processes reported as interrupted."""
+        """Return the run's status, with dead processes reported as interrupted.
+
+        A live state ("starting", "running", "stopping") reads as "interrupted"
+        when its process no longer exists, or when its process id now belongs to
+        a later process. The file itself is left unchanged. A missing or
+        unreadable status file reads as state "unknown", with a message that
+        says why.
+        """
         try:
             status = self._read_json(STATUS_FILE)
         except FileNotFoundError:
-            return {"state": "unknown", "message": "status file missing"}
-        if status.get("state") in LIVE_STATES and not _process_alive(status.get("pid")):
+            return {"state": UNKNOWN_STATE, "message": "status.json is missing"}
+        except (OSError, ValueError) as error:
+            # ValueError covers JSONDecodeError and UnicodeDecodeError.
+            return {
+                "state": UNKNOWN_STATE,
+                "message": f"status.json is unreadable ({error})",
+            }
+        if not isinstance(status, dict) or not isinstance(status.get("state"), str):
+            return {
+                "state": UNKNOWN_STATE,
+                "message": "status.json does not contain a state",
+            }
+        if status["state"] in LIVE_STATES and not _process_alive(
+            status.get("pid"), status.get("pid_start")
+        ):
             status = {
                 **status,
                 "state": "interrupted",
-                "message": "the training process ended without finishing; "
-                "the weights of its best completed epoch are kept",
+                "message": self._interrupted_message(),
             }
         return status
 
+    def _interrupted_message(self) -> str:
+        epoch = self.checkpoint_epoch()
+        if epoch is None:
+            return (
+                "the training process ended before its first epoch was saved; "
+                "start the run again"
+            )
+        return (
+            "the training process ended without finishing; the checkpoint of "
+            f"epoch {epoch} and the best epoch's weights are kept, so resume the "
+            "run to continue from there"
+        )
+
     def set_status(self, state: str, **fields: Any) -> None:
+        """Set ``state`` and merge ``fields`` into status.json, atomically.
+
+        Writers must not race: `lrml.jobs` holds its lock on the models folder
+        for every writer but the run's own training process.
+        """
         try:
             previous = self._read_json(STATUS_FILE)
-        except (FileNotFoundError, json.JSONDecodeError):
+        except (OSError, ValueError):
+            previous = {}
+        if not isinstance(previous, dict):
             previous = {}
         write_json_atomic(
             self.path / STATUS_FILE,
@@ -194,6 +276,19 @@ class Run:
                 return int((handle.metadata() or {})["epoch"])
         except (SafetensorError, OSError, KeyError, ValueError):
             return None
+
+    def remove_temp_files(self) -> list[Path]:
+        """Delete the temporary files that a process killed mid-write left behind.
+
+        `write_atomic` names them ``.FILE.XXXXXXXX`` beside the file it replaces.
+        Call this only while no process writes into the run folder.
+        """
+        removed = []
+        for path in self.path.iterdir():
+            if TEMP_FILE_PATTERN.fullmatch(path.name) and path.is_file():
+                path.unlink(missing_ok=True)
+                removed.append(path)
+        return removed
 
     def request_stop(self) -> None:
         (self.path / STOP_FILE).touch()
@@ -354,8 +449,13 @@ def list_runs(root: Path | None = None) -> list[Run]:
     )
 
 
-def _process_alive(pid: Any) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
+def _process_alive(pid: Any, start_time: Any = None) -> bool:
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return False
+    if isinstance(start_time, int) and process_start_time(pid) not in (
+        start_time,
+        None,
+    ):
         return False
     try:
         os.kill(pid, 0)

@@ -87,6 +87,13 @@ def selection_query_params() -> dict[str, str]:
 
 def copy_widget_to_selection(widget_key: str, selection_key: str) -> None:
     """Widget callback: store the widget's new value as the selection."""
+    # The browser also sends the value of a selector drawn before the
+    # selection changed; only the current one may change the selection.
+    stale = widget_key.startswith(RUN_WIDGET_KEY + "_") and widget_key != (
+        f"{RUN_WIDGET_KEY}_{st.session_state.get('run')}"
+    )
+    if stale:
+        return
     set_selection(selection_key, st.session_state[widget_key])
 
 
@@ -145,17 +152,19 @@ def run_selector() -> Run | None:
     set_selection("run", name)
 
     statuses = {run.name: run.status() for run in runs}
-    st.session_state[RUN_WIDGET_KEY] = name
+    names = list(by_name)
+    widget_key = f"{RUN_WIDGET_KEY}_{name}"
     st.sidebar.selectbox(
         "Run",
-        list(by_name),
-        key=RUN_WIDGET_KEY,
-        format_func=lambda option: describe_run(by_name[option], statuses[option]),
+        names,
+        index=names.index(name),
+        key=widget_key,
         on_change=copy_widget_to_selection,
-        args=(RUN_WIDGET_KEY, "run"),
+        args=(widget_key, "run"),
         help="The training run whose model the Home, Recommend, Attention and "
         "Embeddings pages show. Runs are folders in " + str(models_dir()) + ".",
     )
+    st.sidebar.caption(describe_run(by_name[name], statuses[name]))
     return by_name[name]
 
 
@@ -281,6 +290,12 @@ def movie_labels(loaded: LoadedRun) -> dict[int, str]:
     }
 
 
+def movie_label_of(loaded: LoadedRun, item_id: int) -> str:
+    """Return ``Title (year)`` of one movie; cheaper than `movie_labels` for one."""
+    row = loaded.items.iloc[loaded.item_index(item_id)]
+    return movie_label(row["title"], row["year"])
+
+
 def _choose_random_user(user_ids: list[Hashable]) -> None:
     set_selection("user", int(random.choice(user_ids)))
 
@@ -384,3 +399,25 @@ def embedding_vectors(loaded: LoadedRun) -> tuple[np.ndarray, np.ndarray]:
         users = model.users(torch.arange(model.n_users)).numpy()  # (n_users, d)
         items = model.items(torch.arange(model.n_items)).numpy()  # (n_items, d)
     return users, items
+
+
+# Colour-blind-safe colours -----------------------------------------------------
+
+# The Okabe-Ito palette: orange, sky blue, bluish green, yellow, blue,
+# vermillion, reddish purple, black. Its colours stay apart under the common
+# colour-vision deficiencies.
+OKABE_ITO = (
+    "#E69F00",
+    "#56B4E9",
+    "#009E73",
+    "#F0E442",
+    "#0072B2",
+    "#D55E00",
+    "#CC79A7",
+    "#000000",
+)
+# Plotly's continuous scales for values from low to high (Cividis is built to
+# read the same with and without colour vision deficiency) and for signed
+# values around zero (PuOr, a ColorBrewer scale marked colour-blind safe).
+SEQUENTIAL_SCALE = "Cividis"
+DIVERGING_SCALE = "PuOr"

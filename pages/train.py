@@ -1,21 +1,26 @@
-"""Train: start runs from a form, follow the selected run live, and pick a run."""
+"""Train: queue runs, follow and compare them live, and stop, resume or delete them."""
 
 import dataclasses
 import functools
 import math
+import zlib
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
-from plotly.subplots import make_subplots
 
 from lrml import jobs
 from lrml.config import TrainConfig, config_fields
 from lrml.data import DATASETS
 from lrml.runs import (
     ACTIVE_STATES,
+    FINAL_STATES,
+    LIVE_STATES,
+    LOG_FILE,
+    UNKNOWN_STATE,
     Run,
     create_run,
     list_runs,
@@ -26,11 +31,41 @@ from pages import shared
 
 shared.ensure_navigation()
 
-PROGRESS_REFRESH_SECONDS = 1
+# The live view polls the run folders this often while a run is queued or
+# training, and less often otherwise, to notice runs started from a terminal.
+LIVE_REFRESH_SECONDS = 1
+IDLE_REFRESH_SECONDS = 5
+LOG_TAIL_LINES = 30
+LOG_TAIL_BYTES = 64 * 1024
+DEFAULT_EXTRA_EPOCHS = 10
 FORM_COLUMNS = 3
-FORM_ERROR_KEY = "train_form_error"
-FORM_NOTICE_KEY = "train_form_notice"
+# Curves of up to this many epochs get a tick at every epoch.
+MAX_EPOCHS_TICKED = 15
+
+# Per-epoch record keys of Run.metrics() that the live view plots.
+CURVES = {
+    "loss": "training loss",
+    "val_hr@10": "validation HR@10",
+    "val_ndcg@10": "validation nDCG@10",
+}
+TABLE_HYPERPARAMETERS = (
+    "embedding_dim",
+    "memory_size",
+    "margin",
+    "learning_rate",
+    "batch_size",
+    "num_negatives",
+)
+
+# States in which no process owns a run, so that it can be resumed or deleted.
+IDLE_STATES = (*FINAL_STATES, UNKNOWN_STATE)
+PROBLEM_STATES = ("failed", "interrupted", UNKNOWN_STATE)
+
+ERROR_KEY = "train_error"
+NOTICE_KEY = "train_notice"
 RUN_NAME_KEY = "train_run_name"
+COMPARE_KEY = "train_compare"
+RESUME_EPOCHS_KEY = "train_resume_epochs"
 # The shape of the names that lrml.runs.default_run_name builds.
 DEFAULT_NAME_EXAMPLE = (
     f"{TrainConfig().dataset}-d{TrainConfig().embedding_dim}-n{TrainConfig().memory_size}"
@@ -42,152 +77,536 @@ def config_widget_key(name: str) -> str:
     return f"train_config_{name}"
 
 
-# Progress of one run -----------------------------------------------------------
+def delete_confirm_key(run_name: str) -> str:
+    return f"train_delete_confirm_{run_name}"
 
 
-def progress_figure(metrics: pd.DataFrame, best_epoch: int | None) -> go.Figure:
-    """Plot the training loss and validation HR@10 per epoch on two y axes."""
-    figure = make_subplots(specs=[[{"secondary_y": True}]])
-    figure.add_trace(
-        go.Scatter(
-            x=metrics["epoch"],
-            y=metrics["loss"],
-            name="training loss",
-            mode="lines+markers",
-        ),
-        secondary_y=False,
+def report_error(message: str) -> None:
+    st.session_state[ERROR_KEY] = message
+
+
+def report_notice(message: str) -> None:
+    st.session_state[NOTICE_KEY] = message
+
+
+# Reading run folders -----------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSnapshot:
+    """One read of a run folder, so that a page run reads each file once."""
+
+    run: Run
+    status: dict[str, Any]
+    metrics: pd.DataFrame
+    config: TrainConfig | None
+
+    @property
+    def name(self) -> str:
+        return self.run.name
+
+    @property
+    def state(self) -> str:
+        return self.status.get("state", UNKNOWN_STATE)
+
+
+def read_snapshot(run: Run) -> RunSnapshot:
+    try:
+        config = run.config
+    except (OSError, ValueError):
+        config = None
+    return RunSnapshot(run, run.status(), pd.DataFrame(run.metrics()), config)
+
+
+def read_snapshots() -> list[RunSnapshot]:
+    """Read every run folder, newest first."""
+    return [read_snapshot(run) for run in list_runs()]
+
+
+def states_signature(snapshots: list[RunSnapshot]) -> tuple[tuple[str, str], ...]:
+    return tuple((snapshot.name, snapshot.state) for snapshot in snapshots)
+
+
+def queued_names() -> list[str]:
+    """Return the names of the queued runs, next to start first."""
+    return [run.name for run in jobs.queued_runs()]
+
+
+def parse_time(value: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(value)) if value else None
+    except ValueError:
+        return None
+
+
+def run_duration(status: dict[str, Any]) -> float | None:
+    """Return the seconds since the latest start: until now while the run is
+    live, else until its last status update."""
+    started = parse_time(status.get("started_at"))
+    if started is None or status.get("state") == "queued":
+        return None
+    live = status.get("state") in LIVE_STATES
+    ended = datetime.now(UTC) if live else parse_time(status.get("updated_at"))
+    return None if ended is None else max(0.0, (ended - started).total_seconds())
+
+
+def format_duration(seconds: float | None) -> str | None:
+    if seconds is None:
+        return None
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
+
+
+def read_log_tail(run: Run, lines: int = LOG_TAIL_LINES) -> str | None:
+    """Return the last ``lines`` lines of the run's train.log, or None without one."""
+    path = run.path / LOG_FILE
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(max(0, path.stat().st_size - LOG_TAIL_BYTES))
+            text = handle.read().decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        return None
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def best_value(metrics: pd.DataFrame, column: str) -> float | None:
+    if column not in metrics or metrics[column].isna().all():
+        return None
+    return float(metrics[column].max())
+
+
+# Actions on the selected run -------------------------------------------------------
+
+
+def _stop_run(run_path: str) -> None:
+    run = Run(Path(run_path))
+    jobs.stop(run)
+    report_notice(f"Run {run.name}: {run.status().get('message', 'stop requested')}.")
+
+
+def _submit_run(run_path: str) -> None:
+    run = Run(Path(run_path))
+    try:
+        jobs.submit(run)
+    except (ValueError, OSError) as error:
+        report_error(f"Could not queue run {run.name}: {error}.")
+        return
+    report_notice(f"Run {run.name} is {run.status().get('state')}.")
+
+
+def _resume_run(run_path: str) -> None:
+    run = Run(Path(run_path))
+    extra_epochs = st.session_state[RESUME_EPOCHS_KEY]
+    try:
+        jobs.resume(run, extra_epochs)
+    except (ValueError, OSError) as error:
+        report_error(f"Could not resume run {run.name}: {error}.")
+        return
+    report_notice(
+        f"Queued run {run.name} for {extra_epochs} more epochs, up to epoch "
+        f"{run.config.epochs}."
     )
-    if "val_hr@10" in metrics:
+
+
+def _delete_run(run_path: str) -> None:
+    run = Run(Path(run_path))
+    if not st.session_state.get(delete_confirm_key(run.name)):
+        report_error(f"Tick 'Confirm deletion' first to delete run {run.name}.")
+        return
+    try:
+        jobs.delete(run)
+    except (ValueError, OSError) as error:
+        report_error(f"Could not delete run {run.name}: {error}.")
+        return
+    st.session_state.pop(delete_confirm_key(run.name), None)
+    # The sidebar selects the newest run with weights when no run is selected.
+    st.session_state.pop("run", None)
+    st.query_params.pop("run", None)
+    report_notice(f"Deleted run {run.name} and its folder.")
+
+
+def _copy_settings_to_form(run_path: str) -> None:
+    run = Run(Path(run_path))
+    for field in config_fields():
+        value = getattr(run.config, field.name)
+        is_float = "low" in field.metadata and not isinstance(field.default, int)
+        st.session_state[config_widget_key(field.name)] = (
+            float(value) if is_float else value
+        )
+    st.session_state[RUN_NAME_KEY] = ""
+    report_notice(
+        f"Copied the settings of run {run.name} into the form below. Change what "
+        "you need, then start the new run."
+    )
+
+
+def show_state(
+    snapshot: RunSnapshot, snapshots: list[RunSnapshot], queue: list[str]
+) -> None:
+    """Explain the selected run's state, with the fix for a failed or interrupted one."""
+    state, message = snapshot.state, snapshot.status.get("message") or ""
+    name = snapshot.name
+    if state == "failed":
+        st.error(f"Run **{name}** failed: {message}", icon=":material/error:")
+    elif state == "interrupted":
+        epoch = snapshot.run.checkpoint_epoch()
+        fix = (
+            f"It can be resumed from epoch {epoch}: set the extra epochs and click "
+            "Resume."
+            if epoch is not None
+            else "It has no checkpoint, so copy its settings into a new run."
+        )
+        st.warning(
+            f"Run **{name}** was interrupted. {fix}\n\nStatus message: {message}."
+        )
+    elif state == "queued" and name in queue:
+        st.info(
+            f"Run **{name}** is queued at position {queue.index(name) + 1} of "
+            f"{len(queue)}. {slots_sentence(snapshots)}",
+            icon=":material/schedule:",
+        )
+    elif state == "queued":
+        # create_run leaves a run in this state until its creator submits it.
+        st.info(
+            f"Run **{name}** was created but not submitted to the queue yet. "
+            "Click Queue to submit it.",
+            icon=":material/schedule:",
+        )
+    elif state == UNKNOWN_STATE:
+        st.warning(f"Run **{name}** has no readable status: {message}.")
+
+    if snapshot.config is None:
+        st.error(
+            f"The config.json of run **{name}** is missing or invalid, so it cannot "
+            "be resumed or copied. Delete it."
+        )
+
+
+def slots_sentence(snapshots: list[RunSnapshot]) -> str:
+    live = sum(1 for s in snapshots if s.state in LIVE_STATES)
+    try:
+        slots = jobs.max_concurrent_runs()
+    except ValueError as error:
+        return f"No run can start: {error}."
+    return f"{live} of {slots} training slots are in use."
+
+
+def show_actions(snapshot: RunSnapshot, queue: list[str]) -> None:
+    """Draw the buttons that apply to the run's state, left to right in one row."""
+    run_path = str(snapshot.run.path)
+    state = snapshot.state
+    row = st.container(horizontal=True, vertical_alignment="bottom", gap="medium")
+
+    if state in ACTIVE_STATES:
+        row.button(
+            "Stop",
+            key="train_stop",
+            icon=":material/stop_circle:",
+            on_click=_stop_run,
+            args=(run_path,),
+            help="A queued run leaves the queue. A training run stops after its "
+            "current batch and keeps its best epoch's weights.",
+            disabled=state == "stopping",
+        )
+
+    if state == "queued" and snapshot.name not in queue:
+        row.button(
+            "Queue",
+            key="train_queue",
+            icon=":material/queue:",
+            on_click=_submit_run,
+            args=(run_path,),
+            help="Submit the run to the queue. It starts when a training slot is free.",
+        )
+
+    if state in IDLE_STATES and snapshot.config is not None:
+        checkpoint_epoch = snapshot.run.checkpoint_epoch()
+        row.number_input(
+            "Extra epochs",
+            value=DEFAULT_EXTRA_EPOCHS,
+            step=1,
+            key=RESUME_EPOCHS_KEY,
+            width=150,
+            help="Epochs to train beyond the last checkpoint, from 1 to 10000.",
+        )
+        row.button(
+            "Resume",
+            key="train_resume",
+            icon=":material/resume:",
+            on_click=_resume_run,
+            args=(run_path,),
+            disabled=checkpoint_epoch is None,
+            help="Queue the run again. It continues from the checkpoint of "
+            f"epoch {checkpoint_epoch}, optimizer state included."
+            if checkpoint_epoch is not None
+            else "This run has no checkpoint: no epoch finished.",
+        )
+
+    if snapshot.config is not None:
+        row.button(
+            "Copy settings",
+            key="train_copy_settings",
+            icon=":material/content_copy:",
+            on_click=_copy_settings_to_form,
+            args=(run_path,),
+            help="Fill the New run form below with this run's settings.",
+        )
+
+    if state not in ACTIVE_STATES:
+        confirmed = row.checkbox(
+            "Confirm deletion", key=delete_confirm_key(snapshot.name)
+        )
+        row.button(
+            "Delete",
+            key="train_delete",
+            icon=":material/delete:",
+            on_click=_delete_run,
+            args=(run_path,),
+            disabled=not confirmed,
+            help=f"Delete the folder {snapshot.run.path} with its weights, "
+            "metrics and log.",
+        )
+
+
+def show_log(snapshot: RunSnapshot) -> None:
+    tail = read_log_tail(snapshot.run)
+    if tail is None:
+        return
+    with st.expander(
+        f"Last {LOG_TAIL_LINES} lines of {LOG_FILE}",
+        expanded=snapshot.state in ("failed", "interrupted"),
+    ):
+        st.code(tail or "(empty)", language="text")
+
+
+def show_selected_run(snapshot: RunSnapshot, snapshots: list[RunSnapshot]) -> None:
+    st.header(f"Run {snapshot.name}")
+    queue = queued_names()
+    show_state(snapshot, snapshots, queue)
+    show_actions(snapshot, queue)
+    show_log(snapshot)
+
+
+# Live view ---------------------------------------------------------------------
+
+
+def choose_compared_runs(selected: str, snapshots: list[RunSnapshot]) -> list[str]:
+    """Draw the multiselect of runs to overlay and return the chosen names.
+
+    The choice starts from the selected run plus every run that is training,
+    and starts again from there when that set changes, because the widget key
+    contains it. The page never writes the widget's value itself: the browser
+    can overwrite a value set by the server with the stale one that it sends
+    along with the next timed fragment rerun.
+    """
+    default = [selected] + [
+        s.name for s in snapshots if s.state in LIVE_STATES and s.name != selected
+    ]
+    return st.multiselect(
+        "Runs to compare",
+        [s.name for s in snapshots],
+        default=default,
+        key=f"{COMPARE_KEY}_{'|'.join(default)}",
+        help="Overlay these runs' curves. By default, the selected run and every "
+        "run that is training.",
+    )
+
+
+def curve_figure(
+    column: str, snapshots: list[RunSnapshot], colors: dict[str, str]
+) -> go.Figure:
+    """Plot one per-epoch metric, one line per run."""
+    last_epoch = max(
+        (s.metrics["epoch"].max() for s in snapshots if len(s.metrics)), default=1
+    )
+    figure = go.Figure()
+    for snapshot in snapshots:
+        metrics = snapshot.metrics
+        if column not in metrics:
+            continue
         figure.add_trace(
             go.Scatter(
                 x=metrics["epoch"],
-                y=metrics["val_hr@10"],
-                name="validation HR@10",
+                y=metrics[column],
+                name=snapshot.name,
                 mode="lines+markers",
-            ),
-            secondary_y=True,
+                line={"color": colors[snapshot.name]},
+                marker={"size": 5},
+            )
         )
-    if best_epoch:
-        figure.add_vline(x=best_epoch, line_dash="dot", annotation_text="best epoch")
-    figure.update_xaxes(title_text="epoch", dtick=1 if len(metrics) <= 20 else None)
-    figure.update_yaxes(title_text="loss", secondary_y=False)
-    figure.update_yaxes(
-        title_text="HR@10", tickformat=".3f", showgrid=False, secondary_y=True
-    )
     figure.update_layout(
-        height=340, margin={"t": 30, "b": 10}, legend={"orientation": "h"}
+        title={"text": CURVES[column], "font": {"size": 15}},
+        height=300,
+        margin={"t": 40, "b": 10, "l": 10, "r": 10},
+        legend={"orientation": "h", "y": -0.25},
+        showlegend=len(snapshots) > 1,
+        # Whole epochs only: without dtick, plotly puts ticks at 0.5 for few epochs.
+        xaxis={
+            "title": "epoch",
+            "dtick": 1 if last_epoch <= MAX_EPOCHS_TICKED else None,
+        },
+        yaxis={"tickformat": ".4f" if column == "loss" else ".3f"},
     )
     return figure
 
 
-def draw_progress(run: Run, status: dict[str, Any]) -> None:
-    metrics = pd.DataFrame(run.metrics())
-    state = status.get("state", "unknown")
-    last = metrics.iloc[-1] if len(metrics) else None
-
-    columns = st.columns(5)
-    columns[0].metric("State", state)
-    columns[1].metric("Epoch", f"{status.get('epoch', 0)} / {run.config.epochs}")
-    columns[2].metric("Last loss", "–" if last is None else f"{last['loss']:.4f}")
-    hr = None if last is None else last.get("val_hr@10")
-    columns[3].metric("Validation HR@10", "–" if hr is None else f"{hr:.4f}")
-    columns[4].metric("Best epoch", status.get("best_epoch") or "–")
-    if status.get("message"):
-        st.caption(f"Status message: {status['message']}")
-
-    stop_clicked = state in ACTIVE_STATES and st.button(
-        "Stop training", key="train_stop", icon=":material/stop_circle:"
-    )
-    if stop_clicked:
-        run.request_stop()
-        st.toast(
-            f"Requested run {run.name} to stop. It keeps its best epoch's weights."
+def show_curves(compared: list[RunSnapshot]) -> None:
+    if not any(len(s.metrics) for s in compared):
+        st.caption("No epoch of the compared runs has finished yet.")
+        return
+    palette = shared.OKABE_ITO
+    colors = {s.name: palette[i % len(palette)] for i, s in enumerate(compared)}
+    for column, chart_column in zip(CURVES, st.columns(len(CURVES))):
+        chart_column.plotly_chart(
+            curve_figure(column, compared, colors), key=f"train_curve_{column}"
         )
 
-    if metrics.empty:
-        st.caption("No epoch has finished yet.")
+
+def show_progress_metrics(snapshot: RunSnapshot) -> None:
+    metrics, status = snapshot.metrics, snapshot.status
+    last = metrics.iloc[-1] if len(metrics) else {}
+    total = snapshot.config.epochs if snapshot.config else "?"
+
+    def latest(column: str, digits: int) -> str:
+        value = last.get(column) if len(metrics) else None
+        return "–" if value is None or pd.isna(value) else f"{value:.{digits}f}"
+
+    # The first column fits the longest state, "interrupted", at the default font.
+    columns = st.columns([2, 1.2, 1.2, 1.4, 1.6, 1])
+    columns[0].metric("State", snapshot.state)
+    columns[1].metric("Epoch", f"{status.get('epoch', len(metrics))} / {total}")
+    columns[2].metric("Last loss", latest("loss", 4))
+    columns[3].metric("Validation HR@10", latest("val_hr@10", 4))
+    columns[4].metric("Validation nDCG@10", latest("val_ndcg@10", 4))
+    columns[5].metric("Best epoch", status.get("best_epoch") or "–")
+    # show_state already shows the message of a failed or interrupted run.
+    if status.get("message") and snapshot.state not in PROBLEM_STATES:
+        st.caption(f"Status message: {status['message']}")
+
+
+def show_queue(snapshots: list[RunSnapshot]) -> None:
+    by_name = {s.name: s for s in snapshots}
+    queue = [by_name[name] for name in queued_names() if name in by_name]
+    st.subheader("Queue")
+    if not queue:
+        st.caption(f"No run is waiting. {slots_sentence(snapshots)}")
         return
-    st.plotly_chart(progress_figure(metrics, status.get("best_epoch")))
+    st.dataframe(
+        pd.DataFrame(
+            {
+                "position": range(1, len(queue) + 1),
+                "name": [s.name for s in queue],
+                "queued at (UTC)": [
+                    parse_time(s.status.get("queued_at")) for s in queue
+                ],
+                "epochs": [s.config.epochs if s.config else None for s in queue],
+            }
+        ),
+        hide_index=True,
+        column_config={
+            "queued at (UTC)": st.column_config.DatetimeColumn(
+                format="YYYY-MM-DD HH:mm:ss"
+            )
+        },
+    )
+    st.caption(f"Queued runs start in this order. {slots_sentence(snapshots)}")
 
 
-@st.fragment(run_every=PROGRESS_REFRESH_SECONDS)
-def draw_live_progress(run_path: str) -> None:
-    """Redraw an active run's progress every second, and rerun the page once it ends."""
-    run = Run(Path(run_path))
-    status = run.status()
-    draw_progress(run, status)
-    if status.get("state") not in ACTIVE_STATES:
-        # A full rerun stops this polling and refreshes the runs table.
-        st.rerun()
-
-
-def show_progress(run: Run | None) -> None:
-    if run is None:
-        st.info("No runs yet. Start one with the form below.")
-        return
-    st.header(f"Run {run.name}")
-    status = run.status()
-    if status.get("state") in ACTIVE_STATES:
-        draw_live_progress(str(run.path))
-    else:
-        draw_progress(run, status)
-
-
-# Table of runs -----------------------------------------------------------------
-
-
-def summarize_run(run: Run) -> dict[str, Any]:
-    status = run.status()
-    metrics = run.metrics()
-    test = run.test_metrics() or {}
-    hit_rates = [m["val_hr@10"] for m in metrics if m.get("val_hr@10") is not None]
-    return {
-        "name": run.name,
-        "state": status.get("state"),
-        "epochs done": len(metrics),
-        "best val HR@10": max(hit_rates) if hit_rates else None,
-        "test sampled HR@10": test.get("sampled_hr@10"),
-        "created": pd.to_datetime(status.get("created_at")),
+def summarize_run(snapshot: RunSnapshot) -> dict[str, Any]:
+    status, config = snapshot.status, snapshot.config
+    test = snapshot.run.test_metrics() or {}
+    total = config.epochs if config else "?"
+    row: dict[str, Any] = {
+        "name": snapshot.name,
+        "state": snapshot.state,
+        "epochs": f"{len(snapshot.metrics)} / {total}",
     }
+    for name in TABLE_HYPERPARAMETERS:
+        row[name] = getattr(config, name) if config else None
+    row["best val HR@10"] = best_value(snapshot.metrics, "val_hr@10")
+    row["test sampled HR@10"] = test.get("sampled_hr@10")
+    row["started (UTC)"] = parse_time(status.get("started_at"))
+    row["duration"] = format_duration(run_duration(status))
+    return row
 
 
-def _select_table_row(table_key: str, names: list[str]) -> None:
-    rows = st.session_state[table_key].selection.rows
-    if rows:
+def _select_table_row(table_key: str, names: list[str], drawn_for: str) -> None:
+    """Table callback: select the clicked run, if the click is a real change.
+
+    With each timed fragment rerun, the browser sends the selection of every
+    table it still has, including tables drawn before the selection or the
+    list of runs changed. Only the table drawn for the current selection may
+    change it, or two tables would keep switching the selection between them.
+    """
+    state = st.session_state.get(table_key)
+    rows = state.selection.rows if state is not None else []
+    current = st.session_state.get("run") == drawn_for
+    if not rows or not current or rows[0] >= len(names):
+        return
+
+    if names[rows[0]] != drawn_for:
         shared.set_selection("run", names[rows[0]])
 
 
-def show_runs_table(runs: list[Run], selected: Run | None) -> None:
-    st.header("All runs")
-    if not runs:
-        st.caption(f"No runs in {models_dir()}.")
-        return
-    table = pd.DataFrame([summarize_run(run) for run in runs])
+def show_runs_table(snapshots: list[RunSnapshot], selected: str) -> None:
+    st.subheader("All runs")
+    table = pd.DataFrame([summarize_run(snapshot) for snapshot in snapshots])
     names = table["name"].tolist()
-    selected_row = (
-        names.index(selected.name) if selected and selected.name in names else 0
-    )
-    # The key contains the selected run, so that a selection made elsewhere (the
-    # sidebar, a new run) gives a fresh widget that starts from selection_default.
-    table_key = f"train_runs_table_{names[selected_row]}"
+    selected_row = names.index(selected) if selected in names else 0
+    drawn_for = names[selected_row]
+
+    # The key contains the selected run and the list of runs, so that a new
+    # selection or a new run gives a fresh widget that starts from
+    # selection_default, with row numbers that match ``names``.
+    names_digest = zlib.crc32("\n".join(names).encode())
+    table_key = f"train_runs_table_{drawn_for}_{names_digest:08x}"
     st.dataframe(
         table,
         key=table_key,
         hide_index=True,
         placeholder="–",
-        on_select=functools.partial(_select_table_row, table_key, names),
+        on_select=functools.partial(_select_table_row, table_key, names, drawn_for),
         selection_mode="single-row-required",
         selection_default={"selection": {"rows": [selected_row]}},
         column_config={
+            "learning_rate": st.column_config.NumberColumn(format="%g"),
             "best val HR@10": st.column_config.NumberColumn(format="%.4f"),
             "test sampled HR@10": st.column_config.NumberColumn(format="%.4f"),
-            "created": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm"),
+            "started (UTC)": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm"),
         },
     )
+
     st.caption(
         "Click a row to use that run on every page, as the sidebar selector does. "
-        f"Runs are folders in `{models_dir()}`."
+        f"Runs are folders in `{models_dir()}`. The duration counts from the "
+        "latest start, so a resumed run counts from its resumption."
     )
+
+
+def show_live_view(selected: str, signature: tuple[tuple[str, str], ...]) -> None:
+    """Draw the parts of the page that change while runs train.
+
+    Streamlit reruns this fragment alone, every LIVE_REFRESH_SECONDS while a
+    run is queued or training and every IDLE_REFRESH_SECONDS otherwise. When a
+    run changes state, or the table selects another run, the fragment reruns
+    the whole page so that the state messages and buttons above it match.
+    """
+    snapshots = read_snapshots()
+    if (
+        states_signature(snapshots) != signature
+        or st.session_state.get("run") != selected
+    ):
+        st.rerun()
+
+    by_name = {s.name: s for s in snapshots}
+    show_progress_metrics(by_name[selected])
+    compared = choose_compared_runs(selected, snapshots)
+    show_curves([by_name[name] for name in compared if name in by_name])
+    show_queue(snapshots)
+    show_runs_table(snapshots, selected)
 
 
 # New run form ------------------------------------------------------------------
@@ -200,50 +619,53 @@ def float_step(default: float) -> float:
     return 10 ** math.floor(math.log10(default)) / 10
 
 
+def range_help(field: dataclasses.Field) -> str:
+    meta = field.metadata
+    low, high = meta["low"], meta["high"]
+    return f"{meta.get('help')}, from {low:g} to {high:g}"
+
+
 def config_widget(field: dataclasses.Field) -> None:
-    """Draw the input for one TrainConfig field from its metadata."""
+    """Draw the input for one TrainConfig field from its metadata.
+
+    The number inputs have no bounds on purpose: Streamlit would silently put an
+    out-of-range value back to the default, whereas TrainConfig rejects it with
+    a message that names the field, its range and the value.
+    """
     meta = field.metadata
     key = config_widget_key(field.name)
-    help_text = meta.get("help")
+    default = field.default
     if "choices" in meta:
         choices = list(meta["choices"])
         st.selectbox(
             field.name,
             choices,
-            index=choices.index(field.default),
+            index=choices.index(default),
             key=key,
-            help=help_text,
+            help=meta["help"],
         )
-    elif "low" in meta and isinstance(field.default, int):
+    elif "low" in meta and isinstance(default, int):
         st.number_input(
-            field.name,
-            min_value=int(meta["low"]),
-            max_value=int(meta["high"]),
-            value=field.default,
-            step=1,
-            key=key,
-            help=f"{help_text}, from {meta['low']} to {meta['high']}",
+            field.name, value=default, step=1, key=key, help=range_help(field)
         )
     elif "low" in meta:
         st.number_input(
             field.name,
-            min_value=float(meta["low"]),
-            max_value=float(meta["high"]),
-            value=float(field.default),
-            step=float_step(field.default),
+            value=float(default),
+            step=float_step(default),
             format="%g",
             key=key,
-            help=f"{help_text}, from {meta['low']:g} to {meta['high']:g}",
+            help=range_help(field),
         )
     elif field.name == "dataset":
         # TrainConfig accepts any non-empty string here, but lrml.data loads only these.
-        st.selectbox(field.name, list(DATASETS), key=key, help=help_text)
+        st.selectbox(field.name, list(DATASETS), key=key, help=meta["help"])
     else:
-        st.text_input(field.name, value=field.default, key=key, help=help_text)
+        st.text_input(field.name, value=default, key=key, help=meta["help"])
 
 
 def _submit_new_run() -> None:
-    """Form callback: validate the form, create the run and start its training process."""
+    """Form callback: validate the form, create the run, queue it and select it."""
     values = {
         f.name: st.session_state[config_widget_key(f.name)] for f in config_fields()
     }
@@ -254,23 +676,28 @@ def _submit_new_run() -> None:
             validate_run_name(name)
         run = create_run(config, name=name)
     except FileExistsError:
-        st.session_state[FORM_ERROR_KEY] = (
+        report_error(
             f"A run named {name!r} already exists in {models_dir()}. Choose another name."
         )
         return
     except ValueError as error:
-        st.session_state[FORM_ERROR_KEY] = f"Invalid settings: {error}"
+        report_error(f"Invalid settings: {error}. Nothing was created.")
         return
 
+    shared.set_selection("run", run.name)
     try:
-        pid = jobs.start_training(run)
-    except OSError as error:
-        st.session_state[FORM_ERROR_KEY] = (
-            f"Created run {run.name!r} but could not start its training process: {error}"
+        jobs.start_training(run)
+    except (OSError, ValueError) as error:
+        report_error(
+            f"Created run {run.name!r} but could not queue or start it: {error}. "
+            "Delete it, or resume it once the cause is fixed."
         )
         return
-    shared.set_selection("run", run.name)
-    st.session_state[FORM_NOTICE_KEY] = f"Started run {run.name} as process {pid}."
+    status = run.status()
+    if status.get("state") == "queued":
+        report_notice(f"Queued run {run.name}. It starts when a training slot is free.")
+    else:
+        report_notice(f"Started run {run.name} as process {status.get('pid')}.")
 
 
 def show_new_run_form() -> None:
@@ -295,19 +722,38 @@ def show_new_run_form() -> None:
             icon=":material/play_arrow:",
             on_click=_submit_new_run,
         )
+    st.caption(
+        "A new run waits in the queue until a training slot is free, then trains "
+        "in its own process. This page does not wait for it."
+    )
 
-    if FORM_ERROR_KEY in st.session_state:
-        st.error(st.session_state.pop(FORM_ERROR_KEY))
-    if FORM_NOTICE_KEY in st.session_state:
-        notice = st.session_state.pop(FORM_NOTICE_KEY)
+
+def show_messages() -> None:
+    """Show the outcome of the last button or form callback."""
+    if ERROR_KEY in st.session_state:
+        st.error(st.session_state.pop(ERROR_KEY))
+    if NOTICE_KEY in st.session_state:
+        notice = st.session_state.pop(NOTICE_KEY)
         st.success(notice)
-        # The form sits at the bottom of the page, below the progress it started.
-        st.toast(notice, icon=":material/play_arrow:")
+        st.toast(notice)
 
 
 st.title("Train")
-runs = list_runs()
-selected = shared.current_run()
-show_progress(selected)
-show_runs_table(runs, selected)
+show_messages()
+snapshots = read_snapshots()
+selected_run = shared.current_run()
+if selected_run is None:
+    st.info("No runs yet. Start one with the form below.")
+else:
+    by_name = {snapshot.name: snapshot for snapshot in snapshots}
+    if selected_run.name not in by_name:
+        # The run was created after read_snapshots listed the folder.
+        by_name[selected_run.name] = read_snapshot(selected_run)
+    show_selected_run(by_name[selected_run.name], snapshots)
+    polling = any(s.state in ACTIVE_STATES for s in snapshots)
+    live_view = st.fragment(
+        show_live_view,
+        run_every=LIVE_REFRESH_SECONDS if polling else IDLE_REFRESH_SECONDS,
+    )
+    live_view(selected_run.name, states_signature(snapshots))
 show_new_run_form()

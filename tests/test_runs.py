@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pickle
@@ -17,6 +18,7 @@ from safetensors.torch import save_file
 from lrml.config import TrainConfig
 from lrml.model import LRML
 from lrml.runs import (
+    CHECKPOINT_FILE,
     CONFIG_FILE,
     METRICS_FILE,
     STATUS_FILE,
@@ -25,8 +27,12 @@ from lrml.runs import (
     create_run,
     list_runs,
     models_dir,
+    now_iso,
     open_run,
+    process_identity,
+    process_start_time,
     validate_run_name,
+    write_atomic,
     write_json_atomic,
 )
 from lrml.vocab import Vocabulary
@@ -187,7 +193,7 @@ def test_status_dead_process_interrupted(run, state):
     status = run.status()
 
     assert status["state"] == "interrupted"
-    assert "ended without finishing" in status["message"]
+    assert status["message"].startswith("the training process ended")
 
 
 def test_status_zombie_process_interrupted(run):
@@ -447,3 +453,123 @@ def test_list_runs_default_root(models_dir):
     create_run(CONFIG, name="env-run")
 
     assert [run.name for run in list_runs()] == ["env-run"]
+
+
+# Reading runs after a restart -------------------------------------------------
+
+
+def _write_checkpoint_stub(run: Run, epoch: int) -> None:
+    """Write a safetensors file carrying only the checkpoint's epoch metadata."""
+    save_file(
+        {"x": torch.zeros(1)},
+        str(run.path / CHECKPOINT_FILE),
+        metadata={"epoch": str(epoch)},
+    )
+
+
+def test_status_own_process_running(run):
+    run.set_status("running", **process_identity(os.getpid()))
+
+    assert run.status()["state"] == "running"
+
+
+def test_status_reused_pid_interrupted(run):
+    # The recorded process is gone and its id now belongs to a later process.
+    start = process_start_time(os.getpid())
+    run.set_status("running", pid=os.getpid(), pid_start=start - 1)
+
+    assert run.status()["state"] == "interrupted"
+
+
+def test_process_start_time_of_dead_process():
+    assert process_start_time(_dead_pid()) is None
+
+
+def test_process_start_time_stable():
+    assert process_start_time(os.getpid()) == process_start_time(os.getpid())
+
+
+def test_interrupted_message_names_checkpoint(run):
+    _write_checkpoint_stub(run, epoch=4)
+    run.set_status("running", pid=_dead_pid())
+
+    message = run.status()["message"]
+
+    assert "the checkpoint of epoch 4" in message
+    assert "resume the run" in message
+
+
+def test_interrupted_message_without_checkpoint(run):
+    run.set_status("stopping", pid=_dead_pid())
+
+    assert run.status()["message"] == (
+        "the training process ended before its first epoch was saved; "
+        "start the run again"
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "status.json is unreadable"),
+        (b'{"state": "runn', "status.json is unreadable"),
+        (b"\xff\xfe\x00garbage", "status.json is unreadable"),
+        (b'["running"]', "status.json does not contain a state"),
+        (b'{"pid": 12}', "status.json does not contain a state"),
+    ],
+    ids=["empty", "torn", "binary", "list", "no-state"],
+)
+def test_status_file_damaged(run, content, message):
+    (run.path / STATUS_FILE).write_bytes(content)
+
+    status = run.status()
+
+    assert status["state"] == "unknown"
+    assert status["message"].startswith(message)
+
+
+def test_set_status_replaces_torn_file(run):
+    (run.path / STATUS_FILE).write_text('{"state": "runn')
+
+    run.set_status("failed", message="boom")
+
+    assert run.status() == {
+        "state": "failed",
+        "message": "boom",
+        "updated_at": run.status()["updated_at"],
+    }
+
+
+def test_remove_temp_files(run):
+    leftovers = [".weights.safetensors.abcd1234", ".status.json.x_9z0k1q"]
+    for name in leftovers:
+        (run.path / name).write_bytes(b"half")
+    (run.path / "notes.txt").write_text("mine")
+
+    removed = run.remove_temp_files()
+
+    assert sorted(path.name for path in removed) == sorted(leftovers)
+    assert sorted(path.name for path in run.path.iterdir()) == [
+        CONFIG_FILE,
+        "notes.txt",
+        STATUS_FILE,
+    ]
+
+
+def test_write_atomic_failure_keeps_old_file(tmp_path):
+    path = tmp_path / "a.json"
+    write_json_atomic(path, {"x": 1})
+
+    def fill_disk(tmp):
+        tmp.write_text('{"x": ')
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        write_atomic(path, fill_disk)
+
+    assert json.loads(path.read_text()) == {"x": 1}
+    assert [entry.name for entry in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_now_iso_microseconds():
+    assert len(now_iso("microseconds")) == len("2024-01-01T00:00:00.000000+00:00")

@@ -1,6 +1,6 @@
 """Time the Embeddings page's projections on a trained MovieLens-100K run.
 
-Prints, with medians over ``--repeats`` runs where it says so:
+Prints the following, as medians over ``--repeats`` runs where marked:
 
 - UMAP of users and movies (2,625 points) in a new process, split into
   importing umap-learn, the first fit and a second fit in the same process,

@@ -116,8 +116,8 @@ def drop_nonfinite(points: Points) -> Points:
     more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
     st.warning(
         f"{len(bad)} of {len(points.frame)} vectors hold NaN or infinite values and "
-        f"are not drawn: {', '.join(names)}{more}. The run's weights are broken "
-        "there; train the run again.",
+        f"are not drawn: {', '.join(names)}{more}. These rows of the run's weights "
+        "are invalid, so train the run again.",
         icon=":material/warning:",
     )
     keep = np.setdiff1d(np.arange(len(points.frame)), bad)
@@ -313,18 +313,26 @@ def colour_title(colour: str, genre: str | None) -> str:
     }.get(colour, colour)
 
 
-def marker_sizes(frame: pd.DataFrame, sized: bool, base: float) -> np.ndarray:
+def marker_sizes(frame: pd.DataFrame, sized: bool, base: float) -> float | np.ndarray:
+    """Return one marker size for every point, or an array when sized by popularity.
+
+    A single size keeps WebGL traces cheaper to redraw than a per-point array.
+    """
     if not sized:
-        return np.full(len(frame), base)
-    counts = frame["popularity"].to_numpy(np.float64, na_value=np.nan)
-    if "activity" in frame:
-        users = (frame["kind"] == "user").to_numpy()
-        counts = np.where(
-            users, frame["activity"].to_numpy(np.float64, na_value=np.nan), counts
-        )
+        return base
+    users = (frame["kind"] == "user").to_numpy()
+    counts = np.where(
+        users,
+        frame["activity"].to_numpy(np.float64, na_value=np.nan),
+        frame["popularity"].to_numpy(np.float64, na_value=np.nan),
+    )
     counts = np.nan_to_num(counts, nan=0.0)
     scale = np.sqrt(counts / max(counts.max(), 1.0))
     return base * 0.6 + 3.0 * base * scale
+
+
+def sizes_of(sizes: float | np.ndarray, rows: np.ndarray) -> float | np.ndarray:
+    return sizes[rows] if isinstance(sizes, np.ndarray) else sizes
 
 
 def point_trace(
@@ -357,7 +365,7 @@ def point_traces(
     coords: np.ndarray,
     colour: str,
     genre: str | None,
-    sizes: np.ndarray,
+    sizes: float | np.ndarray,
 ) -> list:
     values = colour_values(frame, colour, genre)
     missing = values.isna().to_numpy()
@@ -369,14 +377,14 @@ def point_traces(
             rows = np.flatnonzero((values == category).to_numpy() & ~missing)
             tint = KIND_COLOURS.get(category) if colour == "kind" else None
             tint = tint or PALETTE[position % len(PALETTE)]
-            marker = {"size": sizes[rows], "color": tint, "opacity": opacity}
+            marker = {"size": sizes_of(sizes, rows), "color": tint, "opacity": opacity}
             traces.append(
                 point_trace(coords, rows, frame, marker, f"{category} ({len(rows)})")
             )
     else:
         rows = np.flatnonzero(~missing)
         marker = {
-            "size": sizes[rows],
+            "size": sizes_of(sizes, rows),
             "color": values.to_numpy(np.float64, na_value=np.nan)[rows],
             "colorscale": "Viridis",
             "opacity": opacity,
@@ -391,7 +399,11 @@ def point_traces(
         )
     rows = np.flatnonzero(missing)
     if len(rows):
-        marker = {"size": sizes[rows], "color": MISSING_COLOUR, "opacity": 0.5}
+        marker = {
+            "size": sizes_of(sizes, rows),
+            "color": MISSING_COLOUR,
+            "opacity": 0.5,
+        }
         traces.append(
             point_trace(coords, rows, frame, marker, f"no {colour} ({len(rows)})")
         )
@@ -708,16 +720,19 @@ def show_selection(
 def show_neighbours(
     points: Points, projection: Projection, row: int, settings: ProjectionSettings
 ) -> None:
+    """Show the point's nearest neighbours in the original space, with map ranks."""
     frame = points.frame
     indices, distances = neighbors_of(
         points.vectors, points.vectors[row], NEIGHBOURS + 1, settings.metric
     )
-    keep = indices != row
-    indices, distances = indices[keep][:NEIGHBOURS], distances[keep][:NEIGHBOURS]
+    others = indices != row
+    indices, distances = indices[others][:NEIGHBOURS], distances[others][:NEIGHBOURS]
+
     map_distances = np.linalg.norm(projection.coords - projection.coords[row], axis=1)
-    map_order = np.argsort(map_distances, kind="stable")
-    map_rank = np.empty(len(map_order), dtype=np.int64)
-    map_rank[map_order] = np.arange(len(map_order))  # the point itself has rank 0
+    ordering = map_distances.copy()
+    ordering[row] = -np.inf  # rank 0 is the point itself, even among duplicates
+    map_rank = np.empty(len(ordering), dtype=np.int64)
+    map_rank[np.argsort(ordering, kind="stable")] = np.arange(len(ordering))
     table = pd.DataFrame(
         {
             "rank": np.arange(1, len(indices) + 1),
@@ -728,7 +743,8 @@ def show_neighbours(
             "map rank": map_rank[indices],
         }
     )
-    kept = int((map_rank[indices] <= len(indices)).sum())
+    near_on_map = int((map_rank[indices] <= len(indices)).sum())
+
     st.markdown(
         f"**Nearest neighbours of {frame['label'].iloc[row]}** in the original "
         f"{points.vectors.shape[1]}-dimensional space ({settings.metric} distance)"
@@ -743,9 +759,10 @@ def show_neighbours(
         },
     )
     st.caption(
-        f"{kept} of these {len(indices)} are also among the point's {len(indices)} "
-        "nearest on the map; the map rank shows where the others landed. A 2-D "
-        "map cannot keep every distance, so trust this table over the picture."
+        f"{near_on_map} of these {len(indices)} are also among the point's "
+        f"{len(indices)} nearest on the map, and the map rank shows where the "
+        "others landed. A map in two or three dimensions cannot keep every "
+        "distance, so trust this table over the picture."
     )
 
 
@@ -897,7 +914,8 @@ with map_column:
     found = search_rows(frame, target)
     if target and len(found) == 0:
         st.info(
-            f"{options[target]} is not among the points of this map (sampled out, or not this kind)."
+            f"{options[target]} is not among the points of this map: it was "
+            "sampled out, or the map shows another kind of point."
         )
     elif len(found):
         traces.append(highlight_trace(coords, found, frame, options[target]))
@@ -921,7 +939,14 @@ with map_column:
     else:
         st.plotly_chart(figure, key=chart_key + "_3d", config={"scrollZoom": True})
         st.caption("Selecting points works on 2-D maps. In 3-D, use the search box.")
-    if show_translation:
+    if show_translation and kind == "relations":
+        st.caption(
+            "Black diamonds are the relation vectors r of the user's top-K unseen "
+            "movies. They are not points of this map, so they are placed exactly "
+            "under PCA, and under UMAP at the weighted mean of their nearest "
+            "points, an approximation."
+        )
+    elif show_translation:
         st.caption(
             "The star is the user's vector p. Arrows end at p + r for each of the "
             "user's top-K unseen movies, and dotted lines join p + r to the movie q "

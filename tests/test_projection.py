@@ -117,7 +117,7 @@ def test_project_lowers_n_neighbors_to_sample():
 
 @pytest.fixture(scope="module")
 def cluster_map():
-    """One UMAP of `clusters`, shared because each fit takes a second or more."""
+    """One UMAP of `clusters`, shared by several tests to save fits."""
     return project(clusters(), method="umap", n_neighbors=10, seed=0)
 
 
@@ -259,7 +259,7 @@ def test_cache_second_call_reads_file(tmp_path, counted_project):
     ],
 )
 def test_cache_setting_change_misses(tmp_path, counted_project, change):
-    # PCA ignores the UMAP settings but its cache key still holds every setting.
+    # PCA ignores the UMAP settings, but its cache key contains every setting.
     vectors = clusters(n_per_cluster=6)
     key = {"weights_mtime_ns": 1}
     method = "umap" if change.get("method") == "pca" else "pca"

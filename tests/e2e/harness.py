@@ -422,8 +422,9 @@ def slug(text: str) -> str:
 
 def assert_clean(page: Any) -> None:
     """Assert that the page shows no exception or error box and raised no JS error."""
-    assert error_messages(page) == []
-    assert page.javascript_errors == []
+    messages = error_messages(page)
+    assert messages == [], messages
+    assert page.javascript_errors == [], page.javascript_errors
 
 
 def save_screenshot(page: Any, name: str) -> Path:

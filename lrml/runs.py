@@ -33,6 +33,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from lrml.config import TrainConfig
+from lrml.data import dataset_label
 from lrml.model import LRML
 from lrml.vocab import Vocabulary
 
@@ -407,8 +408,10 @@ def create_run(
 
 
 def default_run_name(config: TrainConfig, root: Path) -> str:
+    # A dataset may be a path, so only its file-name-safe label goes in the name.
+    label = dataset_label(config.dataset)[:24]
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = f"{config.dataset}-d{config.embedding_dim}-n{config.memory_size}-{stamp}"
+    base = f"{label}-d{config.embedding_dim}-n{config.memory_size}-{stamp}"
     name, suffix = base, 1
     while (root / name).exists():
         suffix += 1

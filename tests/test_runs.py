@@ -25,6 +25,7 @@ from lrml.runs import (
     WEIGHTS_FILE,
     Run,
     create_run,
+    default_run_name,
     list_runs,
     models_dir,
     now_iso,
@@ -573,3 +574,12 @@ def test_write_atomic_failure_keeps_old_file(tmp_path):
 
 def test_now_iso_microseconds():
     assert len(now_iso("microseconds")) == len("2024-01-01T00:00:00.000000+00:00")
+
+
+def test_default_run_name_path_dataset(tmp_path):
+    config = TrainConfig(dataset="/elsewhere/My Ratings.csv")
+
+    name = default_run_name(config, tmp_path)
+
+    assert name.startswith("My_Ratings-d")
+    assert validate_run_name(name) == name

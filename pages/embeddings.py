@@ -314,10 +314,7 @@ def colour_title(colour: str, genre: str | None) -> str:
 
 
 def marker_sizes(frame: pd.DataFrame, sized: bool, base: float) -> float | np.ndarray:
-    """Return one marker size for every point, or an array when sized by popularity.
-
-    A single size keeps WebGL traces cheaper to redraw than a per-point array.
-    """
+    """Return one marker size for every point, or an array when sized by popularity."""
     if not sized:
         return base
     users = (frame["kind"] == "user").to_numpy()
@@ -622,7 +619,7 @@ def highlight_trace(
 
 
 def store_selection(chart_key: str, points_id: str) -> None:
-    """Chart callback: keep the selected rows, since the chart's own state is lost when the map changes."""
+    """Chart callback: store the selected rows with the identity of the map's points."""
     event = st.session_state.get(chart_key)
     selection = event["selection"] if event else None
     st.session_state[SELECTION_STATE] = {

@@ -131,7 +131,7 @@ class MarkerPayload:
 
 
 def pickle_bytes(marker: Path, kind: str) -> bytes:
-    """Return a payload that creates ``marker`` when loaded: raw pickle or torch.save."""
+    """Return a raw pickle or torch.save payload that creates ``marker`` when loaded."""
     if kind == "pickle":
         return pickle.dumps(MarkerPayload(marker))
     buffer = io.BytesIO()
@@ -235,7 +235,7 @@ PICKLE_MODULES = {"pickle", "cloudpickle", "dill", "joblib", "shelve"}
 
 
 def unpickling_calls(path: Path) -> list[str]:
-    """Return ``file:line code`` for each call or import in ``path`` that may unpickle."""
+    """Return ``file:line code`` for each call or import in ``path`` that unpickles."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     found = []
     for node in ast.walk(tree):
@@ -370,7 +370,7 @@ def test_upload_saved_inside_uploads_folder(tmp_path):
     assert sorted(path.name for path in tmp_path.iterdir()) == ["data"]
 
 
-# HTML rendered without escaping --------------------------------------------------------
+# HTML rendered without escaping -----------------------------------------------------
 
 HTML_CALLS = {"st.html", "st.sidebar.html", "components.html", "html"}
 

@@ -32,6 +32,8 @@ TRAIN_FLAGS = {
     "num_negatives": "K",
     "seed": "S",
 }
+# Optional fields: without the flag, the field is None.
+FILTER_FLAGS = {"min_rating": "R", "k_core": "K"}
 
 
 class CommandError(Exception):
@@ -72,6 +74,17 @@ def build_parser() -> argparse.ArgumentParser:
             metavar=metavar,
             help=f"{f.metadata['help']} (default {f.default}, range "
             f"{f.metadata['low']} to {f.metadata['high']})",
+        )
+    for name, metavar in FILTER_FLAGS.items():
+        f = fields[name]
+        kind = int if str(f.type).startswith("int") else float
+        train.add_argument(
+            "--" + name.replace("_", "-"),
+            type=kind,
+            default=None,
+            metavar=metavar,
+            help=f"{f.metadata['help']}; range {f.metadata['low']:g} to "
+            f"{f.metadata['high']:g}",
         )
     train.add_argument(
         "--set",
@@ -175,7 +188,7 @@ def cmd_fetch(args: argparse.Namespace) -> None:
 
 def cmd_train(args: argparse.Namespace) -> None:
     values: dict[str, Any] = {"dataset": args.dataset}
-    for name in TRAIN_FLAGS:
+    for name in (*TRAIN_FLAGS, *FILTER_FLAGS):
         if getattr(args, name) is not None:
             values[name] = getattr(args, name)
     values.update(_parse_settings(args.set))
@@ -192,6 +205,11 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     if args.out is not None and args.name is not None:
         raise CommandError("give --out or --name, not both")
+    if config.min_rating is not None or config.k_core is not None:
+        from lrml.run_data import run_dataset
+
+        # Fails before a run folder exists when the filter leaves too little.
+        run_dataset(config)
     if args.out is not None:
         run = create_run(config, name=args.out.name, root=args.out.parent)
     else:
@@ -422,7 +440,7 @@ def _user_index(loaded, user_id: str) -> int:
     index = loaded.split.user_vocab.find(user_id)
     if index is None:
         raise CommandError(
-            f"unknown user id {user_id!r}: {loaded.config.dataset} has user ids "
+            f"unknown user id {user_id!r}: {_data_name(loaded)} has user ids "
             f"{loaded.split.user_vocab.external(0)} to "
             f"{loaded.split.user_vocab.external(loaded.split.n_users - 1)}"
         )
@@ -433,10 +451,20 @@ def _item_index(loaded, item_id: str) -> int:
     index = loaded.split.item_vocab.find(item_id)
     if index is None:
         raise CommandError(
-            f"unknown movie id {item_id!r}: it is not in {loaded.config.dataset} "
+            f"unknown movie id {item_id!r}: it is not in {_data_name(loaded)} "
             "or has no ratings"
         )
     return index
+
+
+def _data_name(loaded) -> str:
+    """Name the run's dataset, with its filter when it has one."""
+    from lrml.run_data import filter_description
+
+    config = loaded.config
+    if config.min_rating is None and config.k_core in (None, 1):
+        return config.dataset
+    return f"{config.dataset} ({filter_description(config)})"
 
 
 def _parse_settings(settings: list[str]) -> dict[str, Any]:
@@ -450,6 +478,12 @@ def _parse_settings(settings: list[str]) -> dict[str, Any]:
                 f"{', '.join(fields)}"
             )
         kind = fields[name].type
+        optional = fields[name].metadata.get("optional", False)
+        if optional:
+            kind = str(kind).removesuffix(" | None")
+        if optional and raw.lower() == "none":
+            values[name] = None
+            continue
         try:
             values[name] = (
                 int(raw)
@@ -457,8 +491,12 @@ def _parse_settings(settings: list[str]) -> dict[str, Any]:
                 else (float(raw) if kind in ("float", float) else raw)
             )
         except ValueError:
+            expected = {"int": "an integer", "float": "a number"}.get(
+                str(kind), f"a {kind}"
+            )
+            none = " or none" if optional else ""
             raise CommandError(
-                f"invalid --set {setting!r}: {name} takes a {kind}"
+                f"invalid --set {setting!r}: {name} takes {expected}{none}"
             ) from None
     return values
 

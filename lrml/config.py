@@ -20,6 +20,14 @@ def _choice_field(default: str, choices: tuple[str, ...], help: str) -> Any:
     return field(default=default, metadata={"choices": choices, "help": help})
 
 
+def _optional_field(low: float, high: float, help: str) -> Any:
+    # None is valid and is the default; any other value must lie in [low, high].
+    return field(
+        default=None,
+        metadata={"low": low, "high": high, "help": help, "optional": True},
+    )
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Hyperparameters of one LRML training run.
@@ -28,9 +36,8 @@ class TrainConfig:
     ranges live in each field's metadata (``low``, ``high`` or ``choices``), and
     the Train page and the command line read them from there.
 
-    NOTE: the defaults come from a small manual grid over embedding_dim,
-    learning_rate, num_negatives, margin and the loss options, ranked by
-    validation HR@10 on MovieLens-100K; no search script is committed yet.
+    The defaults come from `bench/search.py`, a plain staged grid ranked by
+    validation HR@10 on MovieLens-100K (results in `bench/SEARCH.md`).
 
     Raises
     ------
@@ -44,7 +51,7 @@ class TrainConfig:
     embedding_dim: int = _int_field(32, 2, 1024, "size of user and item vectors")
     memory_size: int = _int_field(20, 1, 512, "number of memory slots N")
     margin: float = _float_field(
-        0.5, 0.0, 10.0, "hinge margin between a positive and a negative distance"
+        0.25, 0.0, 10.0, "hinge margin between a positive and a negative distance"
     )
     learning_rate: float = _float_field(1e-3, 1e-6, 1.0, "optimizer step size")
     epochs: int = _int_field(50, 1, 10_000, "number of passes over the training set")
@@ -75,7 +82,7 @@ class TrainConfig:
         0.0, 0.0, 10.0, "weight of squared L2 on looked-up vectors"
     )
     init_scale: float = _float_field(
-        0.1, 1e-4, 10.0, "standard deviation of the normal initialisation"
+        0.03, 1e-4, 10.0, "standard deviation of the normal initialisation"
     )
     optimizer: str = _choice_field(
         "adam", ("adam", "adagrad", "sgd"), "optimizer used for every parameter"
@@ -86,7 +93,25 @@ class TrainConfig:
         10_000,
         "epochs without a better validation HR@10 before stopping (0: never)",
     )
+    refit: str = _choice_field(
+        "off",
+        ("off", "on"),
+        "on: after early stopping picks the best epoch, train a fresh model on "
+        "training plus validation pairs for that many epochs and keep it",
+    )
     seed: int = _int_field(0, 0, 2**31 - 1, "seed for initialisation and sampling")
+    min_rating: float | None = _optional_field(
+        -1_000_000.0,
+        1_000_000.0,
+        "keep only ratings at or above this value as positives (None: every "
+        "rating counts, whatever its value)",
+    )
+    k_core: int | None = _optional_field(
+        1,
+        10_000,
+        "after the rating threshold, keep only users and items with at least this "
+        "many interactions, repeatedly (None or 1: keep all)",
+    )
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -118,6 +143,9 @@ def config_fields() -> list[dataclasses.Field]:
 
 def _check_field(f: dataclasses.Field, value: Any) -> None:
     meta = f.metadata
+    if meta.get("optional"):
+        _check_optional(f, value)
+        return
     if "choices" in meta:
         if value not in meta["choices"]:
             choices = ", ".join(meta["choices"])
@@ -141,3 +169,23 @@ def _check_field(f: dataclasses.Field, value: Any) -> None:
         raise ValueError(f"{f.name} must be {kind} in [{low}, {high}]; got {value!r}")
     if not low <= value <= high:
         raise ValueError(f"{f.name} must be in [{low}, {high}]; got {value!r}")
+
+
+def _check_optional(f: dataclasses.Field, value: Any) -> None:
+    """Check a field that is None or a number in its range, an int if typed so."""
+    if value is None:
+        return
+    low, high = f.metadata["low"], f.metadata["high"]
+    if str(f.type).startswith("int"):
+        valid_type = isinstance(value, int) and not isinstance(value, bool)
+        kind = "an integer"
+    else:
+        valid_type = isinstance(value, (int, float)) and not isinstance(value, bool)
+        valid_type = valid_type and math.isfinite(value)
+        kind = "a finite number"
+    if not valid_type:
+        raise ValueError(
+            f"{f.name} must be None or {kind} in [{low}, {high}]; got {value!r}"
+        )
+    if not low <= value <= high:
+        raise ValueError(f"{f.name} must be in [{low}, {high}] or None; got {value!r}")

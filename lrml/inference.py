@@ -21,8 +21,10 @@ import torch
 from lrml.config import TrainConfig
 from lrml.data import Dataset, load_dataset
 from lrml.model import LRML
+from lrml.run_data import filter_description, run_dataset
 from lrml.runs import Run, open_run
 from lrml.split import Split, build_vocabularies, leave_one_out
+from lrml.vocab import Vocabulary
 
 logger = logging.getLogger(__name__)
 
@@ -33,19 +35,30 @@ USER_ORDERS = ("user_id", "most_active", "least_active")
 
 @dataclass(frozen=True)
 class LoadedRun:
-    """A run's model in eval mode, with the dataset and split it was trained on."""
+    """A run's model in eval mode, with the dataset and split it was trained on.
+
+    ``dataset.interactions`` contains only the interactions the run trained
+    on, after its config's ``min_rating`` and ``k_core`` filter, so histories
+    and rating counts are those of the training data. ``rated`` holds the
+    pairs of the unfiltered data between the run's users and movies, so that a
+    movie a user rated below ``min_rating`` still counts as seen.
+    """
 
     run: Run
     config: TrainConfig
     model: LRML
     dataset: Dataset
     split: Split
+    rated: sp.csr_matrix | None = None
 
     @cached_property
     def known(self) -> sp.csr_matrix:
-        """The user-by-item matrix of everything a user has interacted with."""
+        """The user-by-item matrix of every movie a user has rated or interacted with."""
         matrix = self.split.known_matrix("test").tolil()
         matrix[self.split.test_users, self.split.test_items] = 1.0
+        if self.rated is not None:
+            matrix = matrix.tocsr() + self.rated
+            matrix.data[:] = 1.0
         return matrix.tocsr()
 
     @cached_property
@@ -124,23 +137,34 @@ class LoadedRun:
 def load_run(name_or_path, dataset: Dataset | None = None) -> LoadedRun:
     """Load a run's weights, dataset and split.
 
+    Parameters
+    ----------
+    name_or_path : str or path-like
+        A run name in the models folder, or a run folder.
+    dataset : Dataset, optional
+        The loaded ``config.dataset``, unfiltered, for callers that cache it.
+        The run's ``min_rating`` and ``k_core`` filter is applied here.
+
     Raises
     ------
     FileNotFoundError
         If the run or its weights do not exist.
     ValueError
-        If the saved vocabularies do not match the dataset as it is now.
+        If the saved vocabularies do not match the dataset as it is now, or the
+        run's filter leaves too little data (a `DataError`).
     """
     run = open_run(name_or_path)
     config = run.config
     model = run.load_model()
-    dataset = dataset or load_dataset(config.dataset)
+    unfiltered = dataset or load_dataset(config.dataset)
+    dataset = run_dataset(config, unfiltered)
     user_vocab, item_vocab = run.vocabularies()
     data_users, data_items = build_vocabularies(dataset.interactions)
     if user_vocab != data_users or item_vocab != data_items:
         raise ValueError(
             f"run {run.name!r} was trained on a different copy of {config.dataset}: "
-            "its user or item ids differ from the data on disk; train the run again"
+            "its user or item ids differ from the data on disk (filter: "
+            f"{filter_description(config)}); train the run again"
         )
     if (model.n_users, model.n_items) != (len(user_vocab), len(item_vocab)):
         raise ValueError(
@@ -149,7 +173,27 @@ def load_run(name_or_path, dataset: Dataset | None = None) -> LoadedRun:
             f"{len(item_vocab)}"
         )
     split = leave_one_out(dataset.interactions, user_vocab, item_vocab)
-    return LoadedRun(run=run, config=config, model=model, dataset=dataset, split=split)
+    rated = None
+    if dataset is not unfiltered:
+        rated = _rated_matrix(unfiltered.interactions, user_vocab, item_vocab)
+    return LoadedRun(
+        run=run, config=config, model=model, dataset=dataset, split=split, rated=rated
+    )
+
+
+def _rated_matrix(
+    interactions: pd.DataFrame, user_vocab: Vocabulary, item_vocab: Vocabulary
+) -> sp.csr_matrix:
+    """Return the user-by-item matrix of the pairs whose user and movie are known."""
+    users = pd.Index(user_vocab.ids).get_indexer(interactions["user_id"])
+    items = pd.Index(item_vocab.ids).get_indexer(interactions["item_id"])
+    kept = (users >= 0) & (items >= 0)
+    rows, columns = users[kept], items[kept]
+    matrix = sp.csr_matrix(
+        (np.ones(len(rows)), (rows, columns)), shape=(len(user_vocab), len(item_vocab))
+    )
+    matrix.data[:] = 1.0
+    return matrix
 
 
 def check_k(k: int, n_items: int) -> int:
@@ -177,7 +221,8 @@ def recommend(
     Parameters
     ----------
     exclude_seen : bool
-        Leave out every movie the user rated, held-out ones included.
+        Leave out every movie the user rated, held-out ones included, and
+        those rated below the run's ``min_rating``.
     genres : sequence of str, optional
         Keep only movies with at least one of these genres.
 

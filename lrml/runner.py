@@ -21,6 +21,7 @@ import torch
 from lrml.checkpoint import restore_checkpoint, save_checkpoint
 from lrml.data import load_dataset
 from lrml.evaluation import ModelScorer, evaluate
+from lrml.run_data import filter_description, run_dataset
 from lrml.runs import (
     CHECKPOINT_FILE,
     LOG_FILE,
@@ -90,9 +91,10 @@ def _train(
     run: Run, device: torch.device | None, on_epoch: EpochCallback | None
 ) -> dict[str, float]:
     config = run.config
+    # Loaded first, so a dataset or filter error leaves earlier results intact.
+    dataset = run_dataset(config, load_dataset(config.dataset))
     run.remove_temp_files()
     (run.path / TEST_METRICS_FILE).unlink(missing_ok=True)
-    dataset = load_dataset(config.dataset)
     resuming = (run.path / CHECKPOINT_FILE).exists()
     split = _split(run, dataset.interactions, resuming)
 
@@ -106,7 +108,8 @@ def _train(
         _live_state(run),
         epoch=trainer.epoch,
         best_epoch=trainer.best_epoch,
-        message=f"training on {dataset.name} from {dataset.source}",
+        message=f"training on {dataset.name} ({filter_description(config)}) from "
+        f"{dataset.source}",
     )
 
     def record_epoch(result: EpochResult, trainer: Trainer) -> None:
@@ -127,8 +130,20 @@ def _train(
         on_epoch=record_epoch,
         should_stop=run.stop_requested,
     )
+    if result.refit_epochs:
+        # The refit model replaces the best epoch's weights: it is the one tested.
+        run.save_weights(
+            result.model,
+            metadata={
+                "epoch": str(result.best_epoch),
+                "refit_epochs": str(result.refit_epochs),
+            },
+        )
     metrics = _evaluate_and_save(run, result.model, split)
     reason = "early stopping" if result.stopped_early else "all epochs done"
+    if result.refit_epochs:
+        reason += f", then refit on training and validation for {result.refit_epochs}"
+        reason += " epochs"
     run.set_status(
         "finished",
         best_epoch=result.best_epoch,
@@ -236,7 +251,7 @@ def _finish_stopped(run: Run) -> dict[str, float] | None:
         )
         return None
     model = run.load_model()
-    dataset = load_dataset(run.config.dataset)
+    dataset = run_dataset(run.config, load_dataset(run.config.dataset))
     split = leave_one_out(dataset.interactions, *run.vocabularies())
     metrics = _evaluate_and_save(run, model, split)
     run.set_status(

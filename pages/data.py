@@ -44,6 +44,10 @@ MIN_RATING_KEY = "data_min_rating"
 K_CORE_KEY = "data_k_core"
 # The dataset this page last loaded, for other pages such as Train to offer.
 SELECTED_KEY = "data_selected_dataset"
+# The filter last chosen here, kept outside widget state, which Streamlit
+# deletes when another page runs. The Train page starts from these values.
+SELECTED_MIN_RATING_KEY = "data_selected_min_rating"
+SELECTED_K_CORE_KEY = "data_selected_k_core"
 EVERY_RATING, THRESHOLD = "Every rating counts", "Ratings at or above a threshold"
 SEPARATORS = {"": "detect", ",": "comma", "\t": "tab", ";": ";", "|": "|", "::": "::"}
 ROLES = ("user", "item", "rating", "timestamp", "title")
@@ -279,7 +283,12 @@ def rating_chart(before: InteractionStats, after: InteractionStats) -> go.Figure
 
 def show_usage(value: str, min_rating: float | None, k_core: int | None) -> None:
     st.subheader("Train on it")
-    st.code(f"python -m lrml train --dataset {shlex.quote(value)}", language="bash")
+    command = f"python -m lrml train --dataset {shlex.quote(value)}"
+    if min_rating is not None:
+        command += f" --min-rating {min_rating:g}"
+    if k_core is not None:
+        command += f" --k-core {k_core}"
+    st.code(command, language="bash")
     st.page_link(
         shared.TRAIN_PAGE,
         label="Go to the Train page",
@@ -287,8 +296,8 @@ def show_usage(value: str, min_rating: float | None, k_core: int | None) -> None
     )
     if min_rating is not None or k_core is not None:
         st.caption(
-            "Training uses every interaction of the dataset; the filters above "
-            "only preview their effect."
+            "The Train page starts with this dataset and the filters above; "
+            "training then uses only the kept interactions."
         )
 
 
@@ -331,6 +340,8 @@ st.markdown(
     f"the catalogue, {demographics}."
 )
 min_rating, k_core = feedback_controls(dataset)
+st.session_state[SELECTED_MIN_RATING_KEY] = min_rating
+st.session_state[SELECTED_K_CORE_KEY] = k_core
 try:
     before = cached_stats(value, options_key, signature, None, None)
     after = cached_stats(value, options_key, signature, min_rating, k_core)

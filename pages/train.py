@@ -14,7 +14,8 @@ import streamlit as st
 
 from lrml import jobs
 from lrml.config import TrainConfig, config_fields
-from lrml.data import DATASETS
+from lrml.data import DATASETS, dataset_label, local_datasets
+from lrml.run_data import run_dataset
 from lrml.runs import (
     ACTIVE_STATES,
     FINAL_STATES,
@@ -55,6 +56,8 @@ TABLE_HYPERPARAMETERS = (
     "learning_rate",
     "batch_size",
     "num_negatives",
+    "min_rating",
+    "k_core",
 )
 
 # States in which no process owns a run, so that it can be resumed or deleted.
@@ -66,11 +69,16 @@ NOTICE_KEY = "train_notice"
 RUN_NAME_KEY = "train_run_name"
 COMPARE_KEY = "train_compare"
 RESUME_EPOCHS_KEY = "train_resume_epochs"
-# The shape of the names that lrml.runs.default_run_name builds.
-DEFAULT_NAME_EXAMPLE = (
-    f"{TrainConfig().dataset}-d{TrainConfig().embedding_dim}-n{TrainConfig().memory_size}"
-    "-YYYYmmdd-HHMMSS"
-)
+FEEDBACK_KEY = "train_feedback"
+EVERY_RATING, THRESHOLD = "Every rating counts", "Ratings at or above a threshold"
+DEFAULT_MIN_RATING = 4.0
+# Fields drawn above the form, so that a change reruns the page and updates the
+# filtered statistics at once.
+DATA_FIELDS = ("dataset", "min_rating", "k_core")
+# Session state that the Data page writes: its dataset and filter.
+DATA_PAGE_DATASET_KEY = "data_selected_dataset"
+DATA_PAGE_MIN_RATING_KEY = "data_selected_min_rating"
+DATA_PAGE_K_CORE_KEY = "data_selected_k_core"
 
 
 def config_widget_key(name: str) -> str:
@@ -230,7 +238,10 @@ def _delete_run(run_path: str) -> None:
 
 def _copy_settings_to_form(run_path: str) -> None:
     run = Run(Path(run_path))
+    copy_data_settings(run.config)
     for field in config_fields():
+        if field.name in DATA_FIELDS:
+            continue
         value = getattr(run.config, field.name)
         is_float = "low" in field.metadata and not isinstance(field.default, int)
         st.session_state[config_widget_key(field.name)] = (
@@ -382,12 +393,34 @@ def show_log(snapshot: RunSnapshot) -> None:
         st.code(tail or "(empty)", language="text")
 
 
+def show_settings(snapshot: RunSnapshot) -> None:
+    """Show every field of the run's config.json, None as "none"."""
+    if snapshot.config is None:
+        return
+    values = snapshot.config.to_dict()
+    with st.expander("Settings"):
+        st.dataframe(
+            pd.DataFrame(
+                {
+                    "field": list(values),
+                    "value": [
+                        "none" if value is None else str(value)
+                        for value in values.values()
+                    ],
+                }
+            ),
+            hide_index=True,
+            key="train_settings",
+        )
+
+
 def show_selected_run(snapshot: RunSnapshot, snapshots: list[RunSnapshot]) -> None:
     st.header(f"Run {snapshot.name}")
     queue = queued_names()
     show_state(snapshot, snapshots, queue)
     show_actions(snapshot, queue)
     show_log(snapshot)
+    show_settings(snapshot)
 
 
 # Live view ---------------------------------------------------------------------
@@ -657,9 +690,6 @@ def config_widget(field: dataclasses.Field) -> None:
             key=key,
             help=range_help(field),
         )
-    elif field.name == "dataset":
-        # TrainConfig accepts any non-empty string here, but lrml.data loads only these.
-        st.selectbox(field.name, list(DATASETS), key=key, help=meta["help"])
     else:
         st.text_input(field.name, value=default, key=key, help=meta["help"])
 
@@ -667,13 +697,19 @@ def config_widget(field: dataclasses.Field) -> None:
 def _submit_new_run() -> None:
     """Form callback: validate the form, create the run, queue it and select it."""
     values = {
-        f.name: st.session_state[config_widget_key(f.name)] for f in config_fields()
+        f.name: st.session_state[config_widget_key(f.name)]
+        for f in config_fields()
+        if f.name not in DATA_FIELDS
     }
+    values.update(chosen_data_values())
     name = st.session_state[RUN_NAME_KEY].strip() or None
     try:
         config = TrainConfig.from_dict(values)
         if name is not None:
             validate_run_name(name)
+        if is_local(config.dataset):
+            # Raises DataError, a ValueError, when the filter leaves too little.
+            filtered_counts(config.dataset, config.min_rating, config.k_core)
         run = create_run(config, name=name)
     except FileExistsError:
         report_error(
@@ -681,7 +717,8 @@ def _submit_new_run() -> None:
         )
         return
     except ValueError as error:
-        report_error(f"Invalid settings: {error}. Nothing was created.")
+        reason = str(error).rstrip(".")
+        report_error(f"Invalid settings: {reason}. Nothing was created.")
         return
 
     shared.set_selection("run", run.name)
@@ -702,17 +739,19 @@ def _submit_new_run() -> None:
 
 def show_new_run_form() -> None:
     st.header("New run")
+    dataset = show_data_controls()
     with st.form("train_new_run"):
         st.text_input(
             "Run name (optional)",
             key=RUN_NAME_KEY,
-            placeholder=DEFAULT_NAME_EXAMPLE,
+            placeholder=default_name_example(dataset),
             help="1 to 64 letters, digits, '.', '-' or '_', starting with a letter or "
             "digit. Left empty, the name is built from the dataset, embedding_dim, "
             "memory_size and the time.",
         )
         columns = st.columns(FORM_COLUMNS)
-        for position, field in enumerate(config_fields()):
+        form_fields = [f for f in config_fields() if f.name not in DATA_FIELDS]
+        for position, field in enumerate(form_fields):
             with columns[position % FORM_COLUMNS]:
                 config_widget(field)
         st.form_submit_button(
@@ -726,6 +765,183 @@ def show_new_run_form() -> None:
         "A new run waits in the queue until a training slot is free, then trains "
         "in its own process. This page does not wait for it."
     )
+
+
+# Training data -------------------------------------------------------------------
+
+
+def default_name_example(dataset: str) -> str:
+    """Return the shape of the name that lrml.runs.default_run_name builds."""
+    defaults = TrainConfig()
+    return (
+        f"{dataset_label(dataset)[:24]}-d{defaults.embedding_dim}-"
+        f"n{defaults.memory_size}-YYYYmmdd-HHMMSS"
+    )
+
+
+def dataset_choices() -> list[str]:
+    """Return the MovieLens releases, then the datasets already on this machine.
+
+    The Data page's dataset and the dataset copied from a run are added when
+    they are neither, such as a file given by its path.
+    """
+    choices = list(DATASETS)
+    extra = [
+        *local_datasets(),
+        st.session_state.get(DATA_PAGE_DATASET_KEY),
+        st.session_state.get(config_widget_key("dataset")),
+    ]
+    for name in extra:
+        if name and name not in choices:
+            choices.append(name)
+    return choices
+
+
+def format_dataset(name: str, local: list[str]) -> str:
+    if name in DATASETS:
+        return name if name in local else f"{name} (downloaded when a run starts)"
+    return f"{Path(name).name} ({Path(name).parent})"
+
+
+def is_local(name: str) -> bool:
+    """Return whether ``name`` loads without a download: a path or a fetched release."""
+    return name not in DATASETS or name in local_datasets()
+
+
+@st.cache_data(max_entries=32, show_spinner="Filtering…")
+def filtered_counts(
+    name: str, min_rating: float | None, k_core: int | None
+) -> dict[str, tuple[int, int]]:
+    """Return (before, after) counts of users, items and interactions.
+
+    Raises
+    ------
+    ValueError
+        If the config is invalid or the filter leaves too little (`DataError`).
+    """
+    config = TrainConfig(dataset=name, min_rating=min_rating, k_core=k_core)
+    dataset = shared.cached_dataset(name)
+    kept = run_dataset(config, dataset).interactions
+    before = dataset.interactions
+    return {
+        label: (before[column].nunique(), kept[column].nunique())
+        for label, column in (("Users", "user_id"), ("Items", "item_id"))
+    } | {"Interactions": (len(before), len(kept))}
+
+
+def chosen_data_values() -> dict[str, Any]:
+    """Return dataset, min_rating and k_core as the controls above the form set them."""
+    state = st.session_state
+    threshold = state.get(FEEDBACK_KEY) == THRESHOLD
+    min_rating = state.get(config_widget_key("min_rating")) if threshold else None
+    k_core = state.get(config_widget_key("k_core"), 1)
+    return {
+        "dataset": state[config_widget_key("dataset")],
+        "min_rating": min_rating,
+        # A 1-core keeps everything, so it is stored as no filter.
+        "k_core": None if k_core == 1 else k_core,
+    }
+
+
+def copy_data_settings(config: TrainConfig) -> None:
+    """Set the controls above the form to a config's dataset and filter."""
+    state = st.session_state
+    state[config_widget_key("dataset")] = config.dataset
+    state[FEEDBACK_KEY] = EVERY_RATING if config.min_rating is None else THRESHOLD
+    if config.min_rating is not None:
+        state[config_widget_key("min_rating")] = float(config.min_rating)
+    state[config_widget_key("k_core")] = config.k_core or 1
+
+
+def set_data_defaults(choices: list[str]) -> None:
+    """Start the controls from the Data page's choices, else from the defaults.
+
+    Each default is set only while its control has no state, so it never
+    overrides what the person chose on this page.
+    """
+    state = st.session_state
+    data_page_dataset = state.get(DATA_PAGE_DATASET_KEY)
+    data_page_min_rating = state.get(DATA_PAGE_MIN_RATING_KEY)
+    if data_page_dataset not in choices:
+        data_page_dataset = None
+    state.setdefault(
+        config_widget_key("dataset"), data_page_dataset or TrainConfig().dataset
+    )
+    state.setdefault(
+        FEEDBACK_KEY, EVERY_RATING if data_page_min_rating is None else THRESHOLD
+    )
+    state.setdefault(
+        config_widget_key("min_rating"),
+        float(data_page_min_rating or DEFAULT_MIN_RATING),
+    )
+    state.setdefault(config_widget_key("k_core"), state.get(DATA_PAGE_K_CORE_KEY) or 1)
+
+
+def show_data_controls() -> str:
+    """Draw the dataset and filter controls with the filtered counts; return the dataset."""
+    fields = {f.name: f for f in config_fields()}
+    choices = dataset_choices()
+    set_data_defaults(choices)
+
+    left, middle, right = st.columns(3)
+    dataset = left.selectbox(
+        "dataset",
+        choices,
+        format_func=functools.partial(format_dataset, local=local_datasets()),
+        key=config_widget_key("dataset"),
+        help="A MovieLens release, or a dataset fetched or uploaded on the Data page.",
+    )
+
+    feedback = middle.radio(
+        "Implicit feedback",
+        [EVERY_RATING, THRESHOLD],
+        key=FEEDBACK_KEY,
+        help="LRML learns from positives only. By default every rating counts as "
+        "one, whatever its value.",
+    )
+    min_rating = None
+    if feedback == THRESHOLD:
+        min_rating = middle.number_input(
+            "min_rating",
+            step=0.5,
+            format="%g",
+            key=config_widget_key("min_rating"),
+            help=range_help(fields["min_rating"]),
+        )
+
+    k_core = right.number_input(
+        "k_core",
+        step=1,
+        key=config_widget_key("k_core"),
+        help=range_help(fields["k_core"]) + "; 1 keeps everything",
+    )
+
+    show_filtered_counts(dataset, min_rating, None if k_core == 1 else int(k_core))
+    return dataset
+
+
+def show_filtered_counts(
+    dataset: str, min_rating: float | None, k_core: int | None
+) -> None:
+    if not is_local(dataset):
+        st.caption(
+            f"{dataset} is not on this machine yet, so its statistics are unknown. "
+            "Fetch it on the Data page to see them."
+        )
+        return
+    try:
+        counts = filtered_counts(dataset, min_rating, k_core)
+    except ValueError as error:
+        st.error(f"{error}", icon=":material/filter_alt_off:")
+        return
+    for column, (label, (before, after)) in zip(st.columns(3), counts.items()):
+        change = after - before
+        column.metric(
+            f"{label} kept",
+            f"{after:,}",
+            delta=None if change == 0 else f"{change:,}",
+            help=f"Before filtering: {before:,}",
+        )
 
 
 def show_messages() -> None:

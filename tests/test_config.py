@@ -9,7 +9,10 @@ import pytest
 
 from lrml.config import TrainConfig, config_fields
 
-RANGED_FIELDS = [f for f in config_fields() if "low" in f.metadata]
+# Optional fields (None or a value in range) have their own tests at the end.
+RANGED_FIELDS = [
+    f for f in config_fields() if "low" in f.metadata and not f.metadata.get("optional")
+]
 CHOICE_FIELDS = [f for f in config_fields() if "choices" in f.metadata]
 
 
@@ -188,3 +191,102 @@ def test_config_fields_have_range_or_choices():
             continue
         has_range = "low" in f.metadata and "high" in f.metadata
         assert has_range or "choices" in f.metadata, f.name
+
+
+# Optional filter fields: min_rating and k_core ---------------------------------
+
+
+def test_filter_fields_default_to_none():
+    config = TrainConfig()
+
+    assert config.min_rating is None
+    assert config.k_core is None
+
+
+def test_filter_fields_accept_values_in_range():
+    config = TrainConfig(min_rating=4, k_core=5)
+
+    assert config.min_rating == 4
+    assert config.k_core == 5
+    assert TrainConfig(min_rating=-0.5).min_rating == -0.5
+    assert TrainConfig(k_core=1).k_core == 1
+    assert TrainConfig(k_core=10_000).k_core == 10_000
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("k_core", 0, "k_core must be in [1, 10000] or None; got 0"),
+        ("k_core", 10_001, "k_core must be in [1, 10000] or None; got 10001"),
+        ("k_core", 2.5, "k_core must be None or an integer in [1, 10000]; got 2.5"),
+        ("k_core", True, "k_core must be None or an integer in [1, 10000]; got True"),
+        ("k_core", "5", "k_core must be None or an integer in [1, 10000]; got '5'"),
+        (
+            "min_rating",
+            2e6,
+            "min_rating must be in [-1000000.0, 1000000.0] or None; got 2000000.0",
+        ),
+        (
+            "min_rating",
+            float("nan"),
+            (
+                "min_rating must be None or a finite number in "
+                "[-1000000.0, 1000000.0]; got nan"
+            ),
+        ),
+        (
+            "min_rating",
+            "4",
+            (
+                "min_rating must be None or a finite number in "
+                "[-1000000.0, 1000000.0]; got '4'"
+            ),
+        ),
+    ],
+)
+def test_filter_field_rejects_invalid_value(name, value, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        TrainConfig(**{name: value})
+
+
+def test_filter_fields_round_trip_through_dict():
+    config = TrainConfig(min_rating=3.5, k_core=10)
+
+    assert TrainConfig.from_dict(config.to_dict()) == config
+
+
+def test_config_without_filter_fields_loads():
+    # A config.json written before the filter fields existed lacks them.
+    values = TrainConfig().to_dict()
+    del values["min_rating"], values["k_core"]
+
+    config = TrainConfig.from_dict(values)
+
+    assert config.min_rating is None
+    assert config.k_core is None
+
+
+def test_k_core_range_matches_prepare():
+    from lrml.prepare import MAX_K_CORE
+
+    [k_core] = [f for f in config_fields() if f.name == "k_core"]
+
+    assert k_core.metadata["high"] == MAX_K_CORE
+
+
+def test_refit_accepts_off_and_on():
+    assert TrainConfig(refit="off").refit == "off"
+    assert TrainConfig(refit="on").refit == "on"
+
+
+def test_refit_rejects_boolean():
+    with pytest.raises(ValueError, match="refit must be one of off, on; got True"):
+        TrainConfig(refit=True)
+
+
+def test_config_without_refit_loads():
+    # A config.json written before refit existed lacks the field.
+    values = TrainConfig().to_dict()
+    del values["refit"]
+
+    assert TrainConfig.from_dict(values).refit == TrainConfig().refit

@@ -33,6 +33,7 @@ from lrml import scheduler
 from lrml.checkpoint import restore_checkpoint
 from lrml.config import TrainConfig
 from lrml.data import Dataset
+from lrml.evaluation import ModelScorer, evaluate
 from lrml.jobs import (
     DEFAULT_RUN_NAME,
     MAX_RUNS_ENV,
@@ -59,11 +60,13 @@ from lrml.runs import (
     METRICS_FILE,
     STATUS_FILE,
     VOCAB_FILE,
+    WEIGHTS_FILE,
     Run,
     create_run,
     list_runs,
     process_identity,
 )
+from lrml.split import leave_one_out
 from lrml.training import Trainer
 
 # Small enough that an epoch on MovieLens-100K takes about a second.
@@ -235,6 +238,24 @@ def test_foreground_status_finished(foreground_run, small_config):
     assert 1 <= status["best_epoch"] <= small_config.epochs
     assert status["epoch"] == small_config.epochs
     assert "finished_at" in status
+
+
+def test_foreground_refit_saves_the_tested_model(
+    small_config, synthetic_dataset, models_dir
+):
+    run = create_run(small_config.replace(refit="on"), name="refit", root=models_dir)
+
+    metrics = train_in_foreground(run)
+
+    with safe_open(run.path / WEIGHTS_FILE, framework="pt") as weights:
+        metadata = weights.metadata()
+    best_epoch = run.status()["best_epoch"]
+    assert metadata["refit_epochs"] == str(best_epoch)
+    assert "refit on training and validation" in run.status()["message"]
+    split = leave_one_out(synthetic_dataset.interactions, *run.vocabularies())
+    again = evaluate(ModelScorer(run.load_model()), split, "test").summary
+    assert again["sampled_hr@10"] == pytest.approx(metrics["sampled_hr@10"])
+    assert again["full_ndcg@10"] == pytest.approx(metrics["full_ndcg@10"])
 
 
 def test_foreground_writes_run_files(foreground_run, small_config):

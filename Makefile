@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-requirements
 
-.PHONY: run test test-fast test-e2e screenshots bench-load install lint clean-venv
+.PHONY: run test test-fast test-e2e screenshots bench bench-load bench-webgl install lint clean-venv
 
 run: $(STAMP)
 	$(BIN)/streamlit run app.py
@@ -30,9 +30,18 @@ screenshots: $(STAMP)
 	CI=1 LRML_SCREENSHOT_DIR=docs/screenshots $(BIN)/python -m pytest -rs tests/e2e \
 		-k "test_page_opens_without_error or test_presentation_mode_from_url"
 
+# Trains LRML and the baselines on MovieLens-100K, times epochs and the 20M-row
+# scale case, and rewrites bench/RESULTS.md (about 12 minutes on two cores).
+bench: $(STAMP)
+	$(BIN)/python bench/bench_models.py
+
 # Ten browser sessions browse every page while a run trains; prints page-load times.
 bench-load: $(STAMP)
 	$(BIN)/python bench/bench_load.py
+
+# Times zoom, pan and hover redraws of the Embeddings map in Chromium.
+bench-webgl: $(STAMP)
+	$(BIN)/python bench/bench_webgl.py
 
 install: $(STAMP)
 

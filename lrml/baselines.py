@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +21,7 @@ from lrml.evaluation import ModelScorer, evaluate_sampled, sample_candidates
 from lrml.model import LRML
 from lrml.sampling import NegativeSampler
 from lrml.split import Split
+from lrml.training import with_validation_in_train
 
 logger = logging.getLogger(__name__)
 
@@ -123,19 +125,55 @@ def fit_bpr(
     batch_size: int = 1024,
     patience: int = 5,
     seed: int = 0,
+    refit: bool = False,
 ) -> BaselineResult:
-    """Train BPR-MF with Adam, keeping the epoch with the best validation HR@10."""
+    """Train BPR-MF with Adam, keeping the epoch with the best validation HR@10.
+
+    With ``refit``, a fresh model then trains on training plus validation pairs
+    for the best epoch's count of epochs, as ``TrainConfig.refit`` does for LRML.
+    """
     started = time.perf_counter()
+    model, run_epoch = _bpr_trainer(split, dim, learning_rate, weight_decay, seed)
+    candidates = sample_candidates(split, "validation")
+    best, best_epoch, best_state = -1.0, 0, None
+
+    for epoch in range(1, epochs + 1):
+        run_epoch(epoch, batch_size)
+        metrics, _ = evaluate_sampled(
+            TorchScorer(model), split, "validation", candidates=candidates, ks=(10,)
+        )
+        if metrics["hr@10"] > best:
+            best, best_epoch = metrics["hr@10"], epoch
+            best_state = {k: v.clone() for k, v in model.state_dict().items()}
+        elif patience and epoch - best_epoch >= patience:
+            break
+    epochs_run = epoch
+
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    if refit and best_epoch > 0:
+        merged = with_validation_in_train(split)
+        model, run_epoch = _bpr_trainer(merged, dim, learning_rate, weight_decay, seed)
+        for refit_epoch in range(1, best_epoch + 1):
+            run_epoch(refit_epoch, batch_size)
+        epochs_run += best_epoch
+    return BaselineResult(
+        TorchScorer(model), epochs_run, best_epoch, time.perf_counter() - started
+    )
+
+
+def _bpr_trainer(
+    split: Split, dim: int, learning_rate: float, weight_decay: float, seed: int
+) -> tuple[BPRMF, Callable[[int, int], None]]:
+    """Build a BPR model and a function that trains it for one epoch."""
     rng = np.random.default_rng(seed)
     model = BPRMF(
         split.n_users, split.n_items, dim, torch.Generator().manual_seed(seed)
     )
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
     sampler = NegativeSampler(split.train_matrix())
-    candidates = sample_candidates(split, "validation")
-    best, best_epoch, best_state = -1.0, 0, None
 
-    for epoch in range(1, epochs + 1):
+    def run_epoch(epoch: int, batch_size: int) -> None:
         model.train()
         order = rng.permutation(len(split.train_users))
         for start in range(0, len(order), batch_size):
@@ -160,20 +198,7 @@ def fit_bpr(
             if not math.isfinite(value):
                 raise RuntimeError(f"BPR loss became {value} in epoch {epoch}")
 
-        metrics, _ = evaluate_sampled(
-            TorchScorer(model), split, "validation", candidates=candidates, ks=(10,)
-        )
-        if metrics["hr@10"] > best:
-            best, best_epoch = metrics["hr@10"], epoch
-            best_state = {k: v.clone() for k, v in model.state_dict().items()}
-        elif patience and epoch - best_epoch >= patience:
-            break
-
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    return BaselineResult(
-        TorchScorer(model), epoch, best_epoch, time.perf_counter() - started
-    )
+    return model, run_epoch
 
 
 class ALSScorer:
@@ -198,8 +223,13 @@ def fit_als(
     alpha: float = 1.0,
     iterations: int = 15,
     seed: int = 0,
+    refit: bool = False,
 ) -> BaselineResult:
-    """Fit implicit's ALS on the binary training matrix (one thread, fixed seed)."""
+    """Fit implicit's ALS on the binary training matrix (one thread, fixed seed).
+
+    ALS runs a fixed number of iterations and never reads the validation pairs,
+    so ``refit`` simply fits on training plus validation pairs.
+    """
     from implicit.als import AlternatingLeastSquares
     from threadpoolctl import threadpool_limits
 
@@ -214,7 +244,8 @@ def fit_als(
             random_state=seed,
             num_threads=1,
         )
-        model.fit(split.train_matrix(), show_progress=False)
+        data = with_validation_in_train(split) if refit else split
+        model.fit(data.train_matrix(), show_progress=False)
     scorer = ALSScorer(
         np.asarray(model.user_factors, dtype=np.float32),
         np.asarray(model.item_factors, dtype=np.float32),

@@ -80,8 +80,12 @@ class LRML(nn.Module):
 
     def clip(self, vectors: torch.Tensor) -> torch.Tensor:
         """Scale rows longer than ``clip_radius`` back onto the ball's surface."""
-        norms = vectors.norm(dim=-1, keepdim=True)  # (..., 1)
-        return vectors * (self.clip_radius / norms.clamp_min(self.clip_radius))
+        # rsqrt of the clamped squared norm: fewer and cheaper operations, and
+        # their backward pass, than norm() then a division. Rows inside the
+        # ball get scale 1 and a zero row a finite gradient.
+        radius = self.clip_radius
+        squared = vectors.pow(2).sum(dim=-1, keepdim=True)  # (..., 1)
+        return vectors * (radius * squared.clamp_min(radius * radius).rsqrt())
 
     def users(self, users: torch.Tensor) -> torch.Tensor:
         return self.clip(self.user_embeddings[users])

@@ -31,7 +31,9 @@ def test_popularity_scores_counts(split):
 
 
 def test_cml_relation_is_zero(split):
-    model = make_cml(TrainConfig(embedding_dim=8), split, torch.Generator().manual_seed(0))
+    model = make_cml(
+        TrainConfig(embedding_dim=8), split, torch.Generator().manual_seed(0)
+    )
     p = model.users(torch.tensor([0, 1]))
     q = model.items(torch.tensor([2, 3]))
 
@@ -39,7 +41,9 @@ def test_cml_relation_is_zero(split):
 
 
 def test_cml_score_all_matches_forward(split):
-    model = make_cml(TrainConfig(embedding_dim=8), split, torch.Generator().manual_seed(0))
+    model = make_cml(
+        TrainConfig(embedding_dim=8), split, torch.Generator().manual_seed(0)
+    )
     users = torch.tensor([0, 3])
     items = torch.arange(split.n_items).repeat(2, 1)
 
@@ -55,7 +59,9 @@ def test_bpr_score_all_matches_pairs(split):
     users = np.array([0, 2])
     items = np.tile(np.arange(split.n_items), (2, 1))
 
-    assert np.allclose(scorer.score_all(users), scorer.score_pairs(users, items), atol=1e-6)
+    assert np.allclose(
+        scorer.score_all(users), scorer.score_pairs(users, items), atol=1e-6
+    )
 
 
 def test_fit_bpr_beats_chance(split):
@@ -94,5 +100,34 @@ def test_powerlaw_popular_items_first():
 
 
 def test_powerlaw_rejects_dense_request():
-    with pytest.raises(ValueError, match="more than half of the 10 x 10 possible pairs"):
+    with pytest.raises(
+        ValueError, match="more than half of the 10 x 10 possible pairs"
+    ):
         powerlaw_interactions(10, 10, 60)
+
+
+def test_fit_bpr_refit_adds_best_epoch_count(split):
+    result = fit_bpr(split, dim=8, epochs=3, patience=0, refit=True)
+
+    assert 1 <= result.best_epoch <= 3
+    assert result.epochs == 3 + result.best_epoch
+
+
+def test_fit_bpr_refit_changes_model(split):
+    plain = fit_bpr(split, dim=8, epochs=3, patience=0)
+    refitted = fit_bpr(split, dim=8, epochs=3, patience=0, refit=True)
+
+    users = np.arange(split.n_users)
+    assert not np.allclose(
+        plain.scorer.score_all(users), refitted.scorer.score_all(users)
+    )
+
+
+def test_fit_als_refit_trains_on_validation(split):
+    plain = fit_als(split, factors=4, iterations=2)
+    refitted = fit_als(split, factors=4, iterations=2, refit=True)
+
+    users = np.arange(split.n_users)
+    assert not np.allclose(
+        plain.scorer.score_all(users), refitted.scorer.score_all(users)
+    )

@@ -50,7 +50,9 @@ shared.ensure_navigation()
 present = presentation_mode()
 st.set_page_config(
     page_title="LRML Explorer",
-    page_icon=":material/hub:",
+    # An emoji icon is drawn in the browser; a Material icon would be fetched
+    # from fonts.gstatic.com on every page load.
+    page_icon="🎬",
     layout="wide",
     initial_sidebar_state="collapsed" if present else "auto",
 )

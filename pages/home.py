@@ -27,7 +27,7 @@ TEST_METRICS = {
 def show_introduction() -> None:
     st.title("LRML Explorer")
     st.markdown(
-        "**Latent Relational Metric Learning** (Tay, Tuan and Hui, WWW 2018) puts "
+        "**Latent Relational Metric Learning** (Tay, Luu and Hui, WWW 2018) puts "
         "users and movies in one metric space and ranks a movie by how close it "
         "lies to the user. Unlike plain metric learning, it first moves the user "
         "vector *p* by a relation vector *r* built for that pair: attention over "

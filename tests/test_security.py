@@ -35,7 +35,7 @@ from lrml.runs import (
     validate_run_name,
 )
 from lrml.training import Trainer
-from tests.e2e.harness import StreamlitServer
+from tests.e2e.harness import StreamlitServer, leaves_loopback
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_TOML = REPO_ROOT / ".streamlit" / "config.toml"
@@ -443,3 +443,21 @@ def test_unescaped_html_renders_only_literals():
     found = [call for path in UI_SOURCES for call in unescaped_html_calls(path)]
 
     assert found == []
+
+
+# Browser traffic stays on loopback ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "leaves"),
+    [
+        ("http://127.0.0.1:8501/recommend?user=1", False),
+        ("ws://localhost:8501/_stcore/stream", False),
+        ("http://[::1]:8501/", False),
+        ("data:image/svg+xml,<svg></svg>", False),
+        ("https://fonts.gstatic.com/s/i/hub/default/24px.svg", True),
+        ("http://10.0.0.1/", True),
+    ],
+)
+def test_browser_tests_flag_requests_outside_loopback(url, leaves):
+    assert leaves_loopback(url) is leaves

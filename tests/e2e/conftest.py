@@ -84,11 +84,15 @@ def server(
     log_path = ARTIFACTS / "e2e-server.log"
     log_path.unlink(missing_ok=True)
     app = harness.StreamlitServer(tiny_models_dir, log_path).start()
-    warmup = harness.new_context(browser)
-    warmup.new_page().goto(app.url("/embeddings", run=TINY_RUN), wait_until="commit")
-    yield app
-    warmup.close()
-    app.stop()
+    try:
+        warmup = harness.new_context(browser)
+        warmup.new_page().goto(
+            app.url("/embeddings", run=TINY_RUN), wait_until="commit"
+        )
+        yield app
+        warmup.close()
+    finally:
+        app.stop()
 
 
 @pytest.fixture(autouse=True)

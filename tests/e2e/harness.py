@@ -38,7 +38,11 @@ CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
     "--disable-background-networking",
+    # Resolve no host name but loopback, so the browser cannot reach any other
+    # address even if the app asked it to (outside_requests records the try).
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1",
 ]
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 VIEWPORT = {"width": 1400, "height": 900}
 SERVER_START_TIMEOUT_S = 90
 TRACEBACK_MARKER = "Traceback (most recent call last)"
@@ -88,8 +92,29 @@ def launch_chromium(playwright: Any) -> Any:
 
 
 def new_context(browser: Any, **options: Any) -> Any:
-    """Open a browser context with the tests' window size: a new Streamlit session."""
-    return browser.new_context(viewport=VIEWPORT, **options)
+    """Open a browser context with the tests' window size: a new Streamlit session.
+
+    The context's ``outside_requests`` lists the URL of every request its pages
+    made to a host other than loopback; `assert_clean` expects none.
+    """
+    context = browser.new_context(viewport=VIEWPORT, **options)
+    context.outside_requests = []
+    context.on("request", lambda request: record_outside(context, request.url))
+    return context
+
+
+def record_outside(context: Any, url: str) -> None:
+    """Append ``url`` to ``context.outside_requests`` unless it stays on loopback."""
+    if leaves_loopback(url):
+        context.outside_requests.append(url)
+
+
+def leaves_loopback(url: str) -> bool:
+    """Return whether a browser request for ``url`` goes to a host other than loopback."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme in ("data", "blob", "about"):
+        return False
+    return parts.hostname not in LOOPBACK_HOSTS
 
 
 # Streamlit server ------------------------------------------------------------------
@@ -447,10 +472,13 @@ def slug(text: str) -> str:
 
 
 def assert_clean(page: Any) -> None:
-    """Assert that the page shows no exception or error box and raised no JS error."""
+    """Assert that the page shows no exception or error box, raised no JS error,
+    and requested nothing from outside loopback."""
     messages = error_messages(page)
     assert messages == [], messages
     assert page.javascript_errors == [], page.javascript_errors
+    outside = getattr(page.context, "outside_requests", [])
+    assert outside == [], f"the page requested outside loopback: {outside}"
 
 
 def save_screenshot(page: Any, name: str) -> Path:

@@ -23,6 +23,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 # (page title, URL path, heading that page shows).
 PAGES = [
     ("Home", "/", "LRML Explorer"),
+    ("Data", "/data", "Data"),
     ("Train", "/train", "Train"),
     ("Recommend", "/recommend", "Recommend"),
     ("Attention", "/attention", "Attention"),

@@ -85,7 +85,10 @@ class TrainConfig:
         0.03, 1e-4, 10.0, "standard deviation of the normal initialisation"
     )
     optimizer: str = _choice_field(
-        "adam", ("adam", "adagrad", "sgd"), "optimizer used for every parameter"
+        "adam",
+        ("adam", "adagrad", "sgd"),
+        "optimizer used for every parameter; adagrad and sgd update only the "
+        "embedding rows a batch used, which is much faster on large catalogues",
     )
     patience: int = _int_field(
         5,

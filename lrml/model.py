@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 # Added under square roots so that a zero distance has a finite gradient.
 DISTANCE_EPS = 1e-10
@@ -42,7 +43,17 @@ class LRML(nn.Module):
         Standard deviation of the normal initialisation of every parameter.
     generator : torch.Generator, optional
         Source of randomness for the initialisation.
+
+    Attributes
+    ----------
+    sparse_gradients : bool
+        Give the two embedding tables sparse gradients, which hold only the
+        rows a batch looked up. Optimizers that update only those rows
+        (Adagrad, SGD) then skip the rest of each table. False by default,
+        because Adam decays the moments of every row and needs dense gradients.
     """
+
+    sparse_gradients: bool = False
 
     def __init__(
         self,
@@ -88,10 +99,12 @@ class LRML(nn.Module):
         return vectors * (radius * squared.clamp_min(radius * radius).rsqrt())
 
     def users(self, users: torch.Tensor) -> torch.Tensor:
-        return self.clip(self.user_embeddings[users])
+        table = self.user_embeddings
+        return self.clip(F.embedding(users, table, sparse=self.sparse_gradients))
 
     def items(self, items: torch.Tensor) -> torch.Tensor:
-        return self.clip(self.item_embeddings[items])
+        table = self.item_embeddings
+        return self.clip(F.embedding(items, table, sparse=self.sparse_gradients))
 
     def attention(self, p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
         """Return the attention over memory slots, shape (..., memory_size)."""

@@ -23,6 +23,8 @@ from lrml.split import Split
 logger = logging.getLogger(__name__)
 
 SELECTION_METRIC = "hr@10"
+# Optimizers whose step leaves a parameter row with a zero gradient unchanged.
+SPARSE_OPTIMIZERS = ("adagrad", "sgd")
 # Rows whose negatives are drawn in one sampler call; bounds the negatives held
 # at once to this many rows times num_negatives on large datasets.
 EPOCH_BLOCK_ROWS = 1 << 20
@@ -160,6 +162,13 @@ class Trainer:
         self.rng = np.random.default_rng(config.seed)
         generator = torch.Generator().manual_seed(config.seed)
         self.model = self.model_factory(config, split, generator).to(self.device)
+        # Adagrad and SGD update only the rows a batch looked up, so sparse
+        # gradients give the same steps without touching the rest of each table.
+        self.model.sparse_gradients = config.optimizer in SPARSE_OPTIMIZERS
+        if self.model.sparse_gradients:
+            # Keeps torch's default (no invariant checks) but says so, which
+            # silences the warning torch gives at each sparse step otherwise.
+            torch.sparse.check_sparse_tensor_invariants.disable()
         self.optimizer = make_optimizer(self.model, config)
         self.sampler = NegativeSampler(split.train_matrix())
         self.validation_candidates = sample_candidates(split, "validation")

@@ -288,3 +288,20 @@ def test_score_all_near_zero_distance():
     with torch.no_grad():
         expected = -model(torch.tensor([0]), torch.tensor([[0]]))
     assert scores[0, 0].item() == pytest.approx(expected.item(), abs=1e-5)
+
+
+def test_sparse_gradients_equal_dense():
+    users = torch.tensor([0, 3, 3, 7])
+    items = torch.tensor([[1, 2], [4, 5], [1, 29], [0, 6]])
+    gradients = {}
+    for sparse in (False, True):
+        model = _model()
+        model.sparse_gradients = sparse
+        model(users[:, None], items).sum().backward()
+        gradients[sparse] = (model.user_embeddings.grad, model.item_embeddings.grad)
+
+    assert not gradients[False][0].is_sparse
+    assert gradients[True][0].is_sparse
+    assert gradients[True][1].is_sparse
+    torch.testing.assert_close(gradients[True][0].to_dense(), gradients[False][0])
+    torch.testing.assert_close(gradients[True][1].to_dense(), gradients[False][1])

@@ -525,3 +525,29 @@ def test_refit_can_be_stopped(small_config, split):
         fit(config, split, should_stop=stop_in_refit)
 
     assert len(calls) == config.epochs * batches + 1
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "sparse"), [("adam", False), ("adagrad", True), ("sgd", True)]
+)
+def test_trainer_sparse_gradients_follow_optimizer(
+    small_config, split, optimizer, sparse
+):
+    trainer = Trainer(small_config.replace(optimizer=optimizer), split)
+
+    assert trainer.model.sparse_gradients is sparse
+
+
+@pytest.mark.parametrize("optimizer", ["adagrad", "sgd"])
+def test_sparse_steps_match_dense_steps(small_config, split, optimizer):
+    config = small_config.replace(optimizer=optimizer, learning_rate=0.05)
+    weights = {}
+    for sparse in (True, False):
+        trainer = Trainer(config, split)
+        trainer.model.sparse_gradients = sparse
+        trainer.train_epoch()
+        trainer.train_epoch()
+        weights[sparse] = trainer.model.state_dict()
+
+    for name, value in weights[True].items():
+        torch.testing.assert_close(value, weights[False][name], atol=1e-5, rtol=1e-4)

@@ -349,6 +349,7 @@ def cmd_attention(args: argparse.Namespace) -> None:
 
 def cmd_runs(args: argparse.Namespace) -> None:
     from lrml.jobs import queued_runs
+    from lrml.run_data import filter_description
     from lrml.runs import list_runs, models_dir
 
     runs = list_runs()
@@ -366,7 +367,7 @@ def cmd_runs(args: argparse.Namespace) -> None:
         shown = f"{hr:.4f}" if hr is not None else "-"
         print(
             f"{run.name}\t{state}\tepoch {status.get('epoch', 0)}\t"
-            f"test sampled HR@10 {shown}"
+            f"test sampled HR@10 {shown}\t{filter_description(run.config)}"
         )
 
 

@@ -5,7 +5,9 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from lrml.config import TrainConfig
 from lrml.data import Dataset
+from lrml.run_data import filter_description, run_dataset
 from lrml.runs import ACTIVE_STATES, Run
 from pages import shared
 
@@ -98,9 +100,11 @@ def show_run(run: Run | None) -> None:
     )
 
 
-def show_dataset(dataset: Dataset) -> None:
+def show_dataset(dataset: Dataset, config: TrainConfig | None) -> None:
+    """Show the statistics of the interactions the selected run trains on."""
     st.header("Dataset")
-    interactions = dataset.interactions
+    kept = run_dataset(config, dataset) if config is not None else dataset
+    interactions = kept.interactions
     n_users = interactions["user_id"].nunique()
     n_items = interactions["item_id"].nunique()
     density = len(interactions) / (n_users * n_items)
@@ -112,10 +116,17 @@ def show_dataset(dataset: Dataset) -> None:
     columns[2].metric("Ratings", f"{len(interactions):,}")
     columns[3].metric("Density", f"{density:.2%}")
     columns[4].metric("Mean rating", f"{interactions['rating'].mean():.2f}")
+    if kept is dataset:
+        signal = "every rating counts as a positive, whatever its value."
+    else:
+        signal = (
+            f"the selected run keeps {filter_description(config)}: "
+            f"{len(interactions):,} of {len(dataset.interactions):,} ratings count "
+            "as positives."
+        )
     st.caption(
         f"{dataset.name}: ratings from {dates.min():%Y-%m-%d} to {dates.max():%Y-%m-%d}, "
-        f"loaded from {dataset.source}. LRML trains on the implicit signal: every "
-        "rating counts as a positive, whatever its value."
+        f"loaded from {dataset.source}. LRML trains on the implicit signal: {signal}"
     )
 
 
@@ -149,4 +160,7 @@ try:
 except (OSError, ValueError) as error:
     st.error(f"Could not load the dataset: {error}")
     st.stop()
-show_dataset(dataset)
+try:
+    show_dataset(dataset, run.config if run else None)
+except ValueError as error:
+    st.error(f"Could not filter the dataset as the run's settings ask: {error}")

@@ -198,3 +198,17 @@ def test_run_settings_and_table_show_filter_fields(data_dir):
     assert by_name.loc["filtered", "k_core"] == 5
     assert pd.isna(by_name.loc["unfiltered", "min_rating"])
     assert pd.isna(by_name.loc["unfiltered", "k_core"])
+
+
+def test_home_shows_filtered_run_statistics(data_dir, ml100k):
+    create_run(TrainConfig(epochs=1, min_rating=4, k_core=5), name="filtered")
+    app = AppTest.from_file(str(APP), default_timeout=TIMEOUT_S)
+    app.session_state["run"] = "filtered"
+    app.run()
+
+    assert not app.exception, app.exception
+    kept = prepare_interactions(ml100k.interactions, min_rating=4, k_core=5)
+    assert metric_values(app)["Ratings"] == f"{len(kept):,}"
+    captions = " ".join(caption.value for caption in app.caption)
+    assert "keeps ratings >= 4, 5-core" in captions
+    assert f"{len(kept):,} of 100,000 ratings" in captions

@@ -264,11 +264,12 @@ def test_runs_lists_run(capsys, monkeypatch, trained):
 
     assert main(["runs"]) == 0
 
-    name, state, epoch, metric = capsys.readouterr().out.strip().split("\t")
+    name, state, epoch, metric, kept = capsys.readouterr().out.strip().split("\t")
     assert name == "run"
     assert state == "finished"
     assert epoch == "epoch 2"
     assert metric.startswith("test sampled HR@10 0.")
+    assert kept == "every rating"
 
 
 def test_runs_empty(capsys, models_dir):

@@ -236,7 +236,7 @@ def test_runs_shows_queue_positions(capsys, models_dir, occupant):
 
     rows = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
     states = {row[0]: row[1] for row in rows}
-    assert all(len(row) == 4 for row in rows)
+    assert all(len(row) == 5 for row in rows)
     assert states == {
         "occupant": "running",
         "next": "queued (1 of 2)",

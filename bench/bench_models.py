@@ -487,8 +487,10 @@ def render(raw: dict, threads: int) -> str:
                 f"- top-10 for one user over {SCALE_ITEMS:,} items: "
                 f"{scale['top10_ms_median']:.1f} ms (median of {LATENCY_USERS})"
             ),
-            f"- peak RSS: {scale['peak_rss_mb']:.0f} MB, with the Adam and the Adagrad "
-            "trainers both in memory",
+            (
+                f"- peak RSS: {scale['peak_rss_mb']:.0f} MB, with the Adam and the "
+                "Adagrad trainers both in memory"
+            ),
             "",
         ]
     lines += [

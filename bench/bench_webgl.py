@@ -20,11 +20,12 @@ same cores while it times:
    every movie plus one ``p + r`` point per sampled training pair, so it has
    more points than any other kind at the same sample size.
 
-For each map it reads the WebGL renderer and the points in the chart's traces,
-then times in the page, with ``performance.now()``, ``--steps`` of each action,
-``--repeats`` times: zoom in and zoom out (``Plotly.relayout`` of both axis
-ranges by a factor of 0.9 around the centre), pan (a shift of 5 % of the x
-range) and hover (``Plotly.Fx.hover`` on a point of the largest trace). A step
+For each map it reads the WebGL renderer and the points in the chart's traces.
+Then it times ``--steps`` steps of each action, ``--repeats`` times, in the page
+with ``performance.now()``. The actions are zoom in and zoom out
+(``Plotly.relayout`` of both axis ranges by a factor of 0.9 around the centre),
+pan (a shift of 5 % of the x range) and hover (``Plotly.Fx.hover`` on a point
+of the largest trace). A step
 ends when the relayout promise has resolved and two animation frames have
 passed, so the frame with the new picture has been painted. Python does not
 take part in the timed steps.

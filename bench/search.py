@@ -298,7 +298,7 @@ def search(path: Path, summary_path: Path, summary_only: bool = False) -> dict:
         for changes in grid(best):
             trials.run(stage, changes, lambda c: run_selection(split, c))
         # Only the stages run so far count, so that a resumed search, whose
-        # file already holds later stages, rebuilds the same grids.
+        # file already contains later stages, rebuilds the same grids.
         done_stages.add(stage)
         records = [r for r in trials.selection_records() if r["stage"] in done_stages]
         best = best_distinct(records, 1)[0]

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lrml.config import TrainConfig, config_fields
+from lrml.config import TrainConfig, config_fields, is_int_field
 
 logger = logging.getLogger("lrml.cli")
 
@@ -64,27 +64,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--dataset", default="ml-100k", help="dataset name (default ml-100k)"
     )
     fields = {f.name: f for f in config_fields()}
-    for name, metavar in TRAIN_FLAGS.items():
+    for name, metavar in {**TRAIN_FLAGS, **FILTER_FLAGS}.items():
         f = fields[name]
-        kind = int if f.type in ("int", int) else float
         train.add_argument(
             "--" + name.replace("_", "-"),
-            type=kind,
+            type=int if is_int_field(f) else float,
             default=None,
             metavar=metavar,
             help=f"{f.metadata['help']} (default {f.default}, range "
-            f"{f.metadata['low']} to {f.metadata['high']})",
-        )
-    for name, metavar in FILTER_FLAGS.items():
-        f = fields[name]
-        kind = int if str(f.type).startswith("int") else float
-        train.add_argument(
-            "--" + name.replace("_", "-"),
-            type=kind,
-            default=None,
-            metavar=metavar,
-            help=f"{f.metadata['help']}; range {f.metadata['low']:g} to "
-            f"{f.metadata['high']:g}",
+            f"{f.metadata['low']:g} to {f.metadata['high']:g})",
         )
     train.add_argument(
         "--set",

@@ -144,10 +144,15 @@ def config_fields() -> list[dataclasses.Field]:
     return list(dataclasses.fields(TrainConfig))
 
 
+def is_int_field(f: dataclasses.Field) -> bool:
+    """Return whether a numeric field takes integers (``int`` or ``int | None``)."""
+    return f.type is int or str(f.type).startswith("int")
+
+
 def _check_field(f: dataclasses.Field, value: Any) -> None:
     meta = f.metadata
-    if meta.get("optional"):
-        _check_optional(f, value)
+    optional = meta.get("optional", False)
+    if optional and value is None:
         return
     if "choices" in meta:
         if value not in meta["choices"]:
@@ -161,34 +166,19 @@ def _check_field(f: dataclasses.Field, value: Any) -> None:
         return
 
     low, high = meta["low"], meta["high"]
-    if f.type in ("int", int):
+    if is_int_field(f):
         valid_type = isinstance(value, int) and not isinstance(value, bool)
         kind = "an integer"
     else:
         valid_type = isinstance(value, (int, float)) and not isinstance(value, bool)
         valid_type = valid_type and math.isfinite(value)
         kind = "a finite number"
-    if not valid_type:
-        raise ValueError(f"{f.name} must be {kind} in [{low}, {high}]; got {value!r}")
-    if not low <= value <= high:
-        raise ValueError(f"{f.name} must be in [{low}, {high}]; got {value!r}")
-
-
-def _check_optional(f: dataclasses.Field, value: Any) -> None:
-    """Check a field that is None or a number in its range, an int if typed so."""
-    if value is None:
-        return
-    low, high = f.metadata["low"], f.metadata["high"]
-    if str(f.type).startswith("int"):
-        valid_type = isinstance(value, int) and not isinstance(value, bool)
-        kind = "an integer"
-    else:
-        valid_type = isinstance(value, (int, float)) and not isinstance(value, bool)
-        valid_type = valid_type and math.isfinite(value)
-        kind = "a finite number"
+    # The messages of an optional field (None or a number) mention None.
+    none_or = "None or " if optional else ""
+    or_none = " or None" if optional else ""
     if not valid_type:
         raise ValueError(
-            f"{f.name} must be None or {kind} in [{low}, {high}]; got {value!r}"
+            f"{f.name} must be {none_or}{kind} in [{low}, {high}]; got {value!r}"
         )
     if not low <= value <= high:
-        raise ValueError(f"{f.name} must be in [{low}, {high}] or None; got {value!r}")
+        raise ValueError(f"{f.name} must be in [{low}, {high}]{or_none}; got {value!r}")

@@ -39,7 +39,7 @@ class LoadedRun:
 
     ``dataset.interactions`` contains only the interactions the run trained
     on, after its config's ``min_rating`` and ``k_core`` filter, so histories
-    and rating counts are those of the training data. ``rated`` holds the
+    and rating counts are those of the training data. ``rated`` contains the
     pairs of the unfiltered data between the run's users and movies, so that a
     movie a user rated below ``min_rating`` still counts as seen.
     """

@@ -166,8 +166,8 @@ class Trainer:
         # gradients give the same steps without touching the rest of each table.
         self.model.sparse_gradients = config.optimizer in SPARSE_OPTIMIZERS
         if self.model.sparse_gradients:
-            # Keeps torch's default (no invariant checks) but says so, which
-            # silences the warning torch gives at each sparse step otherwise.
+            # Sets torch's default (no invariant checks) explicitly, which
+            # silences the warning torch otherwise gives at each sparse step.
             torch.sparse.check_sparse_tensor_invariants.disable()
         self.optimizer = make_optimizer(self.model, config)
         self.sampler = NegativeSampler(split.train_matrix())

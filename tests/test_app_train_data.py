@@ -1,7 +1,7 @@
 """AppTest tests of the Train page's dataset and filter controls.
 
 The data folder is a temporary one that links MovieLens-100K from ``data/`` and
-holds one uploaded file, so `lrml.data.local_datasets` lists both. No training
+contains one uploaded file, so `lrml.data.local_datasets` lists both. No training
 slot is free, so a submitted run stays queued and no process starts.
 """
 

@@ -45,6 +45,15 @@ PROJECTION_FOLDER = "projections"
 RECOMMEND_PAGE = "pages/recommend.py"
 ATTENTION_PAGE = "pages/attention.py"
 SAMPLE_SIZES = (250, 500, 1000, 2000, 5000, 10_000, 20_000)
+# Plotly draws WebGL at twice the CSS resolution by default, which quadruples
+# the pixels each redraw fills. In a browser that renders WebGL on the CPU a
+# large map then redraws fewer than 30 times a second while it is dragged. So
+# maps of more points than this, and every 3-D map, draw one WebGL pixel per CSS
+# pixel and smaller markers; `make bench-webgl` measures the frame rates.
+SHARP_MAP_POINTS = 5000
+# Each 3-D marker costs far more to draw than a 2-D one, so 3-D maps draw
+# fewer points. The translated map's movies count towards the limit.
+MAX_3D_POINTS = 3000
 METHOD_LABELS = {"umap": "UMAP", "pca": "PCA"}
 COLOURS = (
     "kind",
@@ -197,7 +206,9 @@ def projection_controls() -> tuple[str, int, ProjectionSettings]:
             value=5000,
             key="embeddings_sample_size",
             help="Most points drawn. Users and movies are sampled when there are "
-            "more; relation and p + r maps draw this many training pairs.",
+            "more; relation and p + r maps draw this many training pairs. 3-D "
+            f"maps draw at most {MAX_3D_POINTS:,} points, so that they rotate "
+            "smoothly.",
         )
         n_neighbors = st.slider(
             "n_neighbors",
@@ -244,6 +255,39 @@ def projection_controls() -> tuple[str, int, ProjectionSettings]:
         seed=int(seed),
     )
     return kind, int(sample_size), settings
+
+
+def sample_for_dimensions(
+    sample_size: int, dimensions: int, kind: str, n_items: int
+) -> int:
+    """Return the sample size to draw: at most `MAX_3D_POINTS` points in 3-D.
+
+    The translated map draws every movie besides its pairs, so its pairs get
+    what the movies leave, and never fewer than the smallest sample size.
+    """
+    fixed = n_items if kind == "translated" else 0
+    limit = max(MAX_3D_POINTS - fixed, SAMPLE_SIZES[0])
+    if dimensions == 3 and sample_size > limit:
+        described = "pairs, with the movies," if fixed else "points"
+        st.caption(
+            f"3-D maps draw at most {MAX_3D_POINTS:,} points, so that they rotate "
+            f"smoothly: {limit:,} sampled {described} here. Sample size {sample_size:,} "
+            "applies in 2-D."
+        )
+        return limit
+    return sample_size
+
+
+def marker_base_size(points: int, dimensions: int) -> float:
+    if dimensions == 3:
+        return 3.0
+    return 5.0 if points <= SHARP_MAP_POINTS else 3.0
+
+
+def chart_config(points: int, dimensions: int) -> dict:
+    """Return the Plotly config: wheel zoom, and the WebGL pixel ratio."""
+    sharp = dimensions == 2 and points <= SHARP_MAP_POINTS
+    return {"scrollZoom": True, "plotGlPixelRatio": 2 if sharp else 1}
 
 
 def display_controls(genres: list[str]) -> tuple[str, str | None, bool]:
@@ -351,6 +395,9 @@ def point_trace(
         **extra,
     }
     if coords.shape[1] == 3:
+        # Squares drew two to three times faster than circles in software
+        # WebGL, and at 3 pixels the two look alike.
+        common["marker"] = {**marker, "symbol": "square"}
         return go.Scatter3d(
             x=coords[rows, 0], y=coords[rows, 1], z=coords[rows, 2], **common
         )
@@ -858,6 +905,9 @@ target = top_columns[3].selectbox(
 map_column, side_column = st.columns([4, 1])
 with side_column:
     kind, sample_size, settings = projection_controls()
+    sample_size = sample_for_dimensions(
+        sample_size, settings.n_components, kind, loaded.split.n_items
+    )
     points = cached_points(str(run.path), mtime, kind, sample_size, settings.seed)
     genres = sorted(
         c.removeprefix(SHARE_PREFIX)
@@ -892,7 +942,7 @@ with map_column:
         coords,
         colour,
         genre,
-        marker_sizes(frame, sized, 5.0 if dimensions == 2 else 3.0),
+        marker_sizes(frame, sized, marker_base_size(len(frame), dimensions)),
     )
     if show_translation:
         try:
@@ -931,10 +981,12 @@ with map_column:
             key=chart_key,
             on_select=partial(store_selection, chart_key, points_id),
             selection_mode=("points", "box", "lasso"),
-            config={"scrollZoom": True},
+            config=chart_config(len(frame), dimensions),
         )
     else:
-        st.plotly_chart(figure, key=chart_key + "_3d", config={"scrollZoom": True})
+        st.plotly_chart(
+            figure, key=chart_key + "_3d", config=chart_config(len(frame), dimensions)
+        )
         st.caption("Selecting points works on 2-D maps. In 3-D, use the search box.")
     if show_translation and kind == "relations":
         st.caption(

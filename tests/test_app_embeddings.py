@@ -214,6 +214,46 @@ def test_three_dimensions_use_scatter3d():
     assert {trace["type"] for trace in spec["data"]} == {"scatter3d"}
     assert len(drawn_rows(spec)) == N_USERS + N_ITEMS
     assert "n_components: `3`" in markdown_text(app)
+    assert {t["marker"]["symbol"] for t in point_traces(spec)} == {"square"}
+    assert chart_config(app)["plotGlPixelRatio"] == 1
+
+
+def chart_config(app: AppTest) -> dict:
+    return json.loads(app.get("plotly_chart")[0].proto.config)
+
+
+@pytest.mark.parametrize(
+    ("kind", "drawn", "what", "drawn_2d"),
+    [
+        ("relations", 3000, "3,000 sampled points", 20_000),
+        ("translated", 3000, "1,318 sampled pairs, with the movies,", 21_682),
+    ],
+)
+def test_3d_point_limit(kind, drawn, what, drawn_2d):
+    app = open_embeddings(kind=kind, sample_size=20_000, dimensions=3)
+
+    assert len(drawn_rows(chart_spec(app))) == drawn
+    assert f"**PCA** of **{drawn:,}** points" in markdown_text(app)
+    captions = " ".join(element.value for element in app.caption)
+    assert "3-D maps draw at most 3,000 points, so that they rotate" in captions
+    assert what in captions
+    assert "Sample size 20,000 applies in 2-D" in captions
+
+    app.radio(key="embeddings_dimensions").set_value(2)
+    app.button(key="embeddings_project").click().run()
+    assert len(drawn_rows(chart_spec(app))) == drawn_2d
+    assert "3-D maps draw at most" not in " ".join(e.value for e in app.caption)
+
+
+@pytest.mark.parametrize(
+    ("sample_size", "ratio", "size"), [(5000, 2, 5.0), (10_000, 1, 3.0)]
+)
+def test_large_map_webgl_settings(sample_size, ratio, size):
+    app = open_embeddings(kind="relations", sample_size=sample_size, translation=False)
+
+    config = chart_config(app)
+    assert config == {"scrollZoom": True, "plotGlPixelRatio": ratio}
+    assert point_traces(chart_spec(app))[0]["marker"]["size"] == size
 
 
 # Translation overlay ----------------------------------------------------------

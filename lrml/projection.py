@@ -655,7 +655,7 @@ def point_attributes(loaded: LoadedRun) -> tuple[pd.DataFrame, pd.DataFrame]:
             "genres": items["genres"].fillna("").to_numpy(),
             "main_genre": np.where(
                 flags_array.sum(1) > 0,
-                np.array(genre_names, dtype=object)[rarity.argmin(1)],
+                _pick(genre_names, rarity.argmin(1) if genre_names else None),
                 "(no genre)",
             ),
             "year": items["year"]
@@ -669,13 +669,9 @@ def point_attributes(loaded: LoadedRun) -> tuple[pd.DataFrame, pd.DataFrame]:
         item_frame[SHARE_PREFIX + genre] = flags_array[:, index]
 
     train_flags = flags_array[split.train_items]  # (n_train, G)
-    shares = np.stack(
-        [
-            _mean_by(split.train_users, train_flags[:, g], split.n_users)
-            for g in range(len(genre_names))
-        ],
-        axis=1,
-    )  # (n_users, G)
+    shares = np.zeros((split.n_users, len(genre_names)))  # (n_users, G)
+    for g in range(len(genre_names)):
+        shares[:, g] = _mean_by(split.train_users, train_flags[:, g], split.n_users)
     # The main genre is the one whose share most exceeds its share among all
     # training ratings: a plain maximum would be Drama for nearly everyone, and
     # a ratio would favour genres with a handful of movies.
@@ -690,7 +686,7 @@ def point_attributes(loaded: LoadedRun) -> tuple[pd.DataFrame, pd.DataFrame]:
             "label": [f"user {user_id}" for user_id in user_ids],
             "main_genre": np.where(
                 activity > 0,
-                np.array(genre_names, dtype=object)[excess.argmax(1)],
+                _pick(genre_names, excess.argmax(1) if genre_names else None),
                 None,
             ),
             "year": _mean_by(
@@ -715,6 +711,17 @@ def point_attributes(loaded: LoadedRun) -> tuple[pd.DataFrame, pd.DataFrame]:
     return user_frame, item_frame
 
 
+def _pick(names: list[str], positions: np.ndarray | None) -> np.ndarray | None:
+    """Return ``names[positions]`` as objects; None for a catalogue without genres.
+
+    ``argmin`` and ``argmax`` fail on an array with no genre column, so the
+    callers pass None in place of positions when ``names`` is empty.
+    """
+    if positions is None:
+        return None
+    return np.array(names, dtype=object)[positions]
+
+
 def _mean_by(groups: np.ndarray, values: np.ndarray, size: int) -> np.ndarray:
     """Return the mean of ``values`` per group, ignoring NaN; NaN for empty groups."""
     values = np.asarray(values, dtype=np.float64)
@@ -729,22 +736,56 @@ def _movie_label(title: Any, year: Any) -> str:
     return str(title) if pd.isna(year) else f"{title} ({int(year)})"
 
 
-def build_points(loaded: LoadedRun, kind: str, sample_size: int, seed: int) -> Points:
+def fit_point_limit(
+    kind: str, sample_size: int, n_items: int, max_points: int, min_pairs: int
+) -> tuple[int, int | None]:
+    """Return the sample size and movie count that keep a map to ``max_points``.
+
+    The translated map draws movies besides its pairs. Its pairs get what the
+    movies leave, and at least ``min_pairs``; movies are sampled when they do
+    not all fit. The movie count is None where every movie fits.
+
+    Raises
+    ------
+    ValueError
+        If ``max_points`` is not above ``min_pairs``.
+    """
+    if max_points <= min_pairs:
+        raise ValueError(
+            f"max_points must be above min_pairs={min_pairs}; got {max_points}"
+        )
+    if kind != "translated":
+        return min(sample_size, max_points), None
+    pairs = min(sample_size, max(max_points - n_items, min_pairs))
+    movies = max_points - pairs
+    return pairs, (movies if movies < n_items else None)
+
+
+def build_points(
+    loaded: LoadedRun,
+    kind: str,
+    sample_size: int,
+    seed: int,
+    max_movies: int | None = None,
+) -> Points:
     """Collect the vectors of one projection kind (a key of `KINDS`), with metadata.
 
     Users and movies are sampled down to ``sample_size`` points when there are
     more; the pair kinds draw ``sample_size`` training pairs with ``seed``.
     "translated" contains every movie ``q`` and the ``p + r`` of the sampled
-    pairs, because LRML scores a pair by the distance between the two.
+    pairs, because LRML scores a pair by the distance between the two. With
+    ``max_movies`` set, it contains that many movies, sampled with ``seed``.
 
     Raises
     ------
     ValueError
-        If ``kind`` is unknown or ``sample_size`` is below 1.
+        If ``kind`` is unknown, or ``sample_size`` or ``max_movies`` is below 1.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}")
     _check_int("sample_size", sample_size, 1, 10_000_000)
+    if max_movies is not None:
+        _check_int("max_movies", max_movies, 1, 10_000_000)
     users, items = point_attributes(loaded)
     user_vectors, item_vectors = user_item_vectors(loaded.model)
     parts: list[tuple[pd.DataFrame, np.ndarray]] = []
@@ -769,8 +810,8 @@ def build_points(loaded: LoadedRun, kind: str, sample_size: int, seed: int) -> P
             loaded.model, split.train_users[positions], split.train_items[positions]
         )
         if kind == "translated":
-            every = np.arange(len(items))
-            parts.append((_item_rows(items, every), item_vectors))
+            movies = sample_rows(len(items), max_movies or len(items), seed)
+            parts.append((_item_rows(items, movies), item_vectors[movies]))
         label = "relation" if kind == "relations" else "p + r"
         frame = pair_rows(users, items, pairs, split.train_ratings[positions], label)
         parts.append(
@@ -785,6 +826,8 @@ def build_points(loaded: LoadedRun, kind: str, sample_size: int, seed: int) -> P
         frame[column] = frame[column].astype("Int64")
     vectors = np.concatenate([part[1] for part in parts]).astype(np.float32)
     key = {"kind": kind, "sample_size": sample_size, "seed": seed, "n": len(frame)}
+    if kind == "translated" and max_movies is not None:
+        key["max_movies"] = max_movies
     return Points(frame=frame, vectors=vectors, key=key)
 
 

@@ -29,6 +29,7 @@ from lrml.projection import (
     build_points,
     cache_path,
     cached_projection,
+    fit_point_limit,
     neighbors_of,
     nonfinite_rows,
     pair_vectors,
@@ -48,8 +49,8 @@ SAMPLE_SIZES = (250, 500, 1000, 2000, 5000, 10_000, 20_000)
 # Plotly draws WebGL at twice the CSS resolution by default, which quadruples
 # the pixels each redraw fills. In a browser that renders WebGL on the CPU a
 # large map then redraws fewer than 30 times a second while it is dragged. So
-# maps of more points than this, and every 3-D map, draw one WebGL pixel per CSS
-# pixel and smaller markers; `make bench-webgl` measures the frame rates.
+# maps of more points than this, and every 3-D map, draw one WebGL pixel per
+# CSS pixel and smaller markers. `make bench-webgl` measures the frame rates.
 SHARP_MAP_POINTS = 5000
 # Each 3-D marker costs far more to draw than a 2-D one, so 3-D maps draw
 # fewer points. The translated map's movies count towards the limit.
@@ -95,10 +96,15 @@ def projection_jobs() -> ProjectionJobs:
 
 @st.cache_data(max_entries=8, show_spinner="Collecting vectors…")
 def cached_points(
-    run_path: str, weights_mtime_ns: int, kind: str, sample_size: int, seed: int
+    run_path: str,
+    weights_mtime_ns: int,
+    kind: str,
+    sample_size: int,
+    seed: int,
+    max_movies: int | None = None,
 ) -> Points:
     loaded = shared.cached_loaded_run(run_path, weights_mtime_ns)
-    return build_points(loaded, kind, sample_size, seed)
+    return build_points(loaded, kind, sample_size, seed, max_movies)
 
 
 def weights_key(run: Run) -> dict:
@@ -257,31 +263,45 @@ def projection_controls() -> tuple[str, int, ProjectionSettings]:
     return kind, int(sample_size), settings
 
 
-def sample_for_dimensions(
-    sample_size: int, dimensions: int, kind: str, n_items: int
-) -> int:
-    """Return the sample size to draw: at most `MAX_3D_POINTS` points in 3-D.
+def points_in_2d(kind: str, sample_size: int, split) -> int:
+    """Return how many points the 2-D map of ``kind`` draws at ``sample_size``."""
+    pairs = min(sample_size, len(split.train_users))
+    return {
+        "users_items": min(sample_size, split.n_users + split.n_items),
+        "users": min(sample_size, split.n_users),
+        "items": min(sample_size, split.n_items),
+        "relations": pairs,
+        "translated": pairs + split.n_items,
+    }[kind]
 
-    The translated map draws every movie besides its pairs, so its pairs get
-    what the movies leave, and never fewer than the smallest sample size.
-    """
-    fixed = n_items if kind == "translated" else 0
-    limit = max(MAX_3D_POINTS - fixed, SAMPLE_SIZES[0])
-    if dimensions == 3 and sample_size > limit:
-        described = "pairs, with the movies," if fixed else "points"
-        st.caption(
-            f"3-D maps draw at most {MAX_3D_POINTS:,} points, so that they rotate "
-            f"smoothly: {limit:,} sampled {described} here. Sample size {sample_size:,} "
-            "applies in 2-D."
-        )
-        return limit
-    return sample_size
+
+def show_3d_limit(points: Points, kind: str, in_2d: int, n_items: int) -> None:
+    """Say that a 3-D map draws fewer points than its 2-D map, when it does."""
+    drawn = len(points.frame)
+    if drawn >= in_2d:
+        return
+    if kind == "translated":
+        movies = int((points.frame["kind"] == "movie").sum())
+        if movies == n_items:
+            share = f"all {n_items:,}"
+        else:
+            share = f"{movies:,} of the {n_items:,}"
+        contents = f"{drawn - movies:,} sampled pairs and {share} movies"
+    else:
+        contents = f"{drawn:,} sampled points"
+    st.caption(
+        f"3-D maps draw at most {MAX_3D_POINTS:,} points, so that they rotate "
+        f"smoothly. This one draws {contents}; the 2-D map draws {in_2d:,} points."
+    )
 
 
 def marker_base_size(points: int, dimensions: int) -> float:
+    """Return the marker size: smaller on larger maps, which also draw faster."""
     if dimensions == 3:
         return 3.0
-    return 5.0 if points <= SHARP_MAP_POINTS else 3.0
+    if points <= SHARP_MAP_POINTS:
+        return 5.0
+    return 3.0 if points <= 2 * SHARP_MAP_POINTS else 2.0
 
 
 def chart_config(points: int, dimensions: int) -> dict:
@@ -291,7 +311,9 @@ def chart_config(points: int, dimensions: int) -> dict:
 
 
 def display_controls(genres: list[str]) -> tuple[str, str | None, bool]:
-    colour = st.selectbox("Colour by", COLOURS, key="embeddings_colour")
+    # A catalogue without genres has no genre share to colour by.
+    colours = [c for c in COLOURS if genres or c != "genre share"]
+    colour = st.selectbox("Colour by", colours, key="embeddings_colour")
     genre = None
     if colour == "genre share":
         genre = st.selectbox(
@@ -905,10 +927,16 @@ target = top_columns[3].selectbox(
 map_column, side_column = st.columns([4, 1])
 with side_column:
     kind, sample_size, settings = projection_controls()
-    sample_size = sample_for_dimensions(
-        sample_size, settings.n_components, kind, loaded.split.n_items
+    in_2d = points_in_2d(kind, sample_size, loaded.split)
+    max_movies = None
+    if settings.n_components == 3:
+        sample_size, max_movies = fit_point_limit(
+            kind, sample_size, loaded.split.n_items, MAX_3D_POINTS, SAMPLE_SIZES[0]
+        )
+    points = cached_points(
+        str(run.path), mtime, kind, sample_size, settings.seed, max_movies
     )
-    points = cached_points(str(run.path), mtime, kind, sample_size, settings.seed)
+    collected = points
     genres = sorted(
         c.removeprefix(SHARE_PREFIX)
         for c in points.frame.columns
@@ -967,7 +995,10 @@ with map_column:
     elif len(found):
         traces.append(highlight_trace(coords, found, frame, options[target]))
 
-    points_id = f"{run.name}-{mtime}-{kind}-{sample_size}-{settings.seed}-{len(frame)}"
+    points_id = (
+        f"{run.name}-{mtime}-{kind}-{sample_size}-{max_movies}-{settings.seed}"
+        f"-{len(frame)}"
+    )
     chart_key = "embeddings_map_" + hashlib.sha256(points_id.encode()).hexdigest()[:12]
     title = (
         f"{METHOD_LABELS[projection.method]} of {KINDS[kind].lower()}, run {run.name}"
@@ -987,6 +1018,7 @@ with map_column:
         st.plotly_chart(
             figure, key=chart_key + "_3d", config=chart_config(len(frame), dimensions)
         )
+        show_3d_limit(collected, kind, in_2d, loaded.split.n_items)
         st.caption("Selecting points works on 2-D maps. In 3-D, use the search box.")
     if show_translation and kind == "relations":
         st.caption(
@@ -996,12 +1028,17 @@ with map_column:
             "points, an approximation."
         )
     elif show_translation:
+        shapes = (
+            "The star is the user's vector p. Arrows end"
+            if dimensions == 2
+            else "The gold diamond is the user's vector p. Lines from it end"
+        )
         st.caption(
-            "The star is the user's vector p. Arrows end at p + r for each of the "
-            "user's top-K unseen movies, and dotted lines join p + r to the movie q "
-            "it is scored against. Vectors that are not points of this map are "
-            "placed exactly under PCA, and under UMAP at the weighted mean of their "
-            "nearest points, an approximation."
+            f"{shapes} at p + r for each of the user's top-K unseen movies, and "
+            "dotted lines join p + r to the movie q it is scored against. Vectors "
+            "that are not points of this map are placed exactly under PCA, and "
+            "under UMAP at the weighted mean of their nearest points, an "
+            "approximation."
         )
 
 with side_column:

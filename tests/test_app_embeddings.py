@@ -216,6 +216,8 @@ def test_three_dimensions_use_scatter3d():
     assert "n_components: `3`" in markdown_text(app)
     assert {t["marker"]["symbol"] for t in point_traces(spec)} == {"square"}
     assert chart_config(app)["plotGlPixelRatio"] == 1
+    captions = " ".join(element.value for element in app.caption)
+    assert "The gold diamond is the user's vector p" in captions
 
 
 def chart_config(app: AppTest) -> dict:
@@ -223,21 +225,20 @@ def chart_config(app: AppTest) -> dict:
 
 
 @pytest.mark.parametrize(
-    ("kind", "drawn", "what", "drawn_2d"),
+    ("kind", "what", "drawn_2d"),
     [
-        ("relations", 3000, "3,000 sampled points", 20_000),
-        ("translated", 3000, "1,318 sampled pairs, with the movies,", 21_682),
+        ("relations", "3,000 sampled points", 20_000),
+        ("translated", "1,318 sampled pairs and all 1,682 movies", 21_682),
     ],
 )
-def test_3d_point_limit(kind, drawn, what, drawn_2d):
+def test_3d_point_limit(kind, what, drawn_2d):
     app = open_embeddings(kind=kind, sample_size=20_000, dimensions=3)
 
-    assert len(drawn_rows(chart_spec(app))) == drawn
-    assert f"**PCA** of **{drawn:,}** points" in markdown_text(app)
     captions = " ".join(element.value for element in app.caption)
+    assert len(drawn_rows(chart_spec(app))) == 3000
+    assert "**PCA** of **3,000** points" in markdown_text(app)
     assert "3-D maps draw at most 3,000 points, so that they rotate" in captions
-    assert what in captions
-    assert "Sample size 20,000 applies in 2-D" in captions
+    assert f"This one draws {what}; the 2-D map draws {drawn_2d:,}" in captions
 
     app.radio(key="embeddings_dimensions").set_value(2)
     app.button(key="embeddings_project").click().run()
@@ -245,8 +246,16 @@ def test_3d_point_limit(kind, drawn, what, drawn_2d):
     assert "3-D maps draw at most" not in " ".join(e.value for e in app.caption)
 
 
+def test_3d_map_under_limit_has_no_note():
+    app = open_embeddings(kind="users_items", sample_size=5000, dimensions=3)
+
+    assert len(drawn_rows(chart_spec(app))) == N_USERS + N_ITEMS
+    assert "3-D maps draw at most" not in " ".join(e.value for e in app.caption)
+
+
 @pytest.mark.parametrize(
-    ("sample_size", "ratio", "size"), [(5000, 2, 5.0), (10_000, 1, 3.0)]
+    ("sample_size", "ratio", "size"),
+    [(5000, 2, 5.0), (10_000, 1, 3.0), (20_000, 1, 2.0)],
 )
 def test_large_map_webgl_settings(sample_size, ratio, size):
     app = open_embeddings(kind="relations", sample_size=sample_size, translation=False)

@@ -3,6 +3,7 @@ cache, placement of extra points, vector extraction and the points tables."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from lrml.projection import (
     build_points,
     cache_path,
     cached_projection,
+    fit_point_limit,
     neighbors_of,
     nonfinite_rows,
     pair_vectors,
@@ -496,6 +498,54 @@ def test_build_points_kinds(ml100k_run, kind, expected):
     }
     assert points.frame["label"].notna().all()
     assert points.frame["hover"].notna().all()
+
+
+@pytest.mark.parametrize(
+    ("kind", "sample_size", "n_items", "expected"),
+    [
+        ("relations", 20_000, 1682, (3000, None)),
+        ("users_items", 2000, 1682, (2000, None)),
+        ("translated", 20_000, 1682, (1318, None)),
+        ("translated", 500, 1682, (500, None)),
+        ("translated", 20_000, 9996, (250, 2750)),
+        ("translated", 100, 9996, (100, 2900)),
+    ],
+)
+def test_fit_point_limit(kind, sample_size, n_items, expected):
+    assert fit_point_limit(kind, sample_size, n_items, 3000, 250) == expected
+
+
+def test_fit_point_limit_rejects_small_limit():
+    with pytest.raises(ValueError, match="max_points must be above min_pairs=250"):
+        fit_point_limit("translated", 1000, 1682, 250, 250)
+
+
+def test_build_points_samples_movies(ml100k_run):
+    points = build_points(
+        ml100k_run, "translated", sample_size=300, seed=0, max_movies=700
+    )
+    movies = points.frame[points.frame["kind"] == "movie"]
+    rows = movies["item_index"].to_numpy()
+    _, item_vectors = user_item_vectors(ml100k_run.model)
+
+    assert len(movies) == 700
+    assert len(points.frame) == 1000
+    assert len(np.unique(rows)) == 700
+    np.testing.assert_allclose(points.vectors[movies.index], item_vectors[rows])
+    assert points.key["max_movies"] == 700
+
+
+def test_build_points_without_genres(ml100k_run):
+    items = ml100k_run.dataset.items.assign(genres=None)
+    loaded = replace(ml100k_run, dataset=replace(ml100k_run.dataset, items=items))
+
+    points = build_points(loaded, "users_items", sample_size=5000, seed=0)
+    frame = points.frame
+
+    assert len(frame) == 943 + 1682
+    assert set(frame.loc[frame["kind"] == "movie", "main_genre"]) == {"(no genre)"}
+    assert frame.loc[frame["kind"] == "user", "main_genre"].isna().all()
+    assert not [c for c in frame.columns if c.startswith("share ")]
 
 
 def test_build_points_vectors_match_rows(ml100k_run):

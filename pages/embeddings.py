@@ -54,7 +54,7 @@ SAMPLE_SIZES = (250, 500, 1000, 2000, 5000, 10_000, 20_000)
 SHARP_MAP_POINTS = 5000
 # Each 3-D marker costs far more to draw than a 2-D one, so 3-D maps draw
 # fewer points. The translated map's movies count towards the limit.
-MAX_3D_POINTS = 3000
+MAX_3D_POINTS = 2500
 METHOD_LABELS = {"umap": "UMAP", "pca": "PCA"}
 COLOURS = (
     "kind",

@@ -212,7 +212,7 @@ def test_three_dimensions_use_scatter3d():
 
     spec = chart_spec(app)
     assert {trace["type"] for trace in spec["data"]} == {"scatter3d"}
-    assert len(drawn_rows(spec)) == N_USERS + N_ITEMS
+    assert len(drawn_rows(spec)) == 2500
     assert "n_components: `3`" in markdown_text(app)
     assert {t["marker"]["symbol"] for t in point_traces(spec)} == {"square"}
     assert chart_config(app)["plotGlPixelRatio"] == 1
@@ -227,17 +227,18 @@ def chart_config(app: AppTest) -> dict:
 @pytest.mark.parametrize(
     ("kind", "what", "drawn_2d"),
     [
-        ("relations", "3,000 sampled points", 20_000),
-        ("translated", "1,318 sampled pairs and all 1,682 movies", 21_682),
+        ("relations", "2,500 sampled points", 20_000),
+        ("users_items", "2,500 sampled points", N_USERS + N_ITEMS),
+        ("translated", "818 sampled pairs and all 1,682 movies", 21_682),
     ],
 )
 def test_3d_point_limit(kind, what, drawn_2d):
     app = open_embeddings(kind=kind, sample_size=20_000, dimensions=3)
 
     captions = " ".join(element.value for element in app.caption)
-    assert len(drawn_rows(chart_spec(app))) == 3000
-    assert "**PCA** of **3,000** points" in markdown_text(app)
-    assert "3-D maps draw at most 3,000 points, so that they rotate" in captions
+    assert len(drawn_rows(chart_spec(app))) == 2500
+    assert "**PCA** of **2,500** points" in markdown_text(app)
+    assert "3-D maps draw at most 2,500 points, so that they rotate" in captions
     assert f"This one draws {what}; the 2-D map draws {drawn_2d:,}" in captions
 
     app.radio(key="embeddings_dimensions").set_value(2)
@@ -247,9 +248,9 @@ def test_3d_point_limit(kind, what, drawn_2d):
 
 
 def test_3d_map_under_limit_has_no_note():
-    app = open_embeddings(kind="users_items", sample_size=5000, dimensions=3)
+    app = open_embeddings(kind="items", sample_size=5000, dimensions=3)
 
-    assert len(drawn_rows(chart_spec(app))) == N_USERS + N_ITEMS
+    assert len(drawn_rows(chart_spec(app))) == N_ITEMS
     assert "3-D maps draw at most" not in " ".join(e.value for e in app.caption)
 
 

@@ -194,7 +194,11 @@ def wait_for_umap(path: str) -> None:
 def projection_controls() -> tuple[str, int, ProjectionSettings]:
     with st.form("embeddings_form", border=False):
         kind = st.selectbox(
-            "Points", list(KINDS), format_func=KINDS.get, key="embeddings_kind"
+            "Points",
+            list(KINDS),
+            format_func=KINDS.get,
+            key="embeddings_kind",
+            persist_state="session",
         )
         method = st.radio(
             "Method",
@@ -202,15 +206,21 @@ def projection_controls() -> tuple[str, int, ProjectionSettings]:
             format_func=METHOD_LABELS.get,
             horizontal=True,
             key="embeddings_method",
+            persist_state="session",
         )
         n_components = st.radio(
-            "Dimensions", [2, 3], horizontal=True, key="embeddings_dimensions"
+            "Dimensions",
+            [2, 3],
+            horizontal=True,
+            key="embeddings_dimensions",
+            persist_state="session",
         )
         sample_size = st.select_slider(
             "Sample size",
             SAMPLE_SIZES,
             value=5000,
             key="embeddings_sample_size",
+            persist_state="session",
             help="Most points drawn. Users and movies are sampled when there are "
             "more; relation and p + r maps draw this many training pairs. 3-D "
             f"maps draw at most {MAX_3D_POINTS:,} points, so that they rotate "
@@ -222,6 +232,7 @@ def projection_controls() -> tuple[str, int, ProjectionSettings]:
             200,
             15,
             key="embeddings_n_neighbors",
+            persist_state="session",
             help="UMAP: neighbours per point. Small values keep local structure, "
             "large values global structure.",
         )
@@ -232,12 +243,14 @@ def projection_controls() -> tuple[str, int, ProjectionSettings]:
             0.1,
             step=0.01,
             key="embeddings_min_dist",
+            persist_state="session",
             help="UMAP: how tightly points may pack. Small values give tight clusters.",
         )
         metric = st.selectbox(
             "metric",
             METRICS,
             key="embeddings_metric",
+            persist_state="session",
             help="UMAP's distance in the original space, also used for the nearest "
             "neighbours below. LRML scores with the Euclidean distance.",
         )
@@ -247,6 +260,7 @@ def projection_controls() -> tuple[str, int, ProjectionSettings]:
             2**31 - 1,
             0,
             key="embeddings_seed",
+            persist_state="session",
             help="Seeds the sample and UMAP's random_state, so a map is reproducible.",
         )
         st.form_submit_button(
@@ -313,7 +327,9 @@ def chart_config(points: int, dimensions: int) -> dict:
 def display_controls(genres: list[str]) -> tuple[str, str | None, bool]:
     # A catalogue without genres has no genre share to colour by.
     colours = [c for c in COLOURS if genres or c != "genre share"]
-    colour = st.selectbox("Colour by", colours, key="embeddings_colour")
+    colour = st.selectbox(
+        "Colour by", colours, key="embeddings_colour", persist_state="session"
+    )
     genre = None
     if colour == "genre share":
         genre = st.selectbox(
@@ -321,12 +337,14 @@ def display_controls(genres: list[str]) -> tuple[str, str | None, bool]:
             genres,
             index=genres.index("Drama") if "Drama" in genres else 0,
             key="embeddings_genre",
+            persist_state="session",
             help="Movies: 1 if they have the genre. Users: the share of their "
             "training movies that have it.",
         )
     sized = st.toggle(
         "Size by popularity",
         key="embeddings_size",
+        persist_state="session",
         help="Movies and pairs by the movie's training ratings, users by their own.",
     )
     return colour, genre, sized
@@ -906,12 +924,14 @@ top_k = top_columns[1].number_input(
     50,
     5,
     key="embeddings_top_k",
+    persist_state="session",
     help="Recommended movies whose translation is drawn.",
 )
 show_translation = top_columns[2].toggle(
     "Translation",
     value=True,
     key="embeddings_translation",
+    persist_state="session",
     help="Draw p, p + r and q of the user's top-K unseen movies.",
 )
 options = search_options(loaded)
@@ -922,6 +942,7 @@ target = top_columns[3].selectbox(
     format_func=options.get,
     placeholder="Type a title or 'user 42'",
     key="embeddings_search",
+    persist_state="session",
 )
 
 map_column, side_column = st.columns([4, 1])

@@ -465,3 +465,21 @@ print(json.dumps(names))
 
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+
+
+def test_settings_survive_other_page():
+    app = open_embeddings()
+    app.selectbox(key="embeddings_kind").set_value("relations")
+    app.select_slider(key="embeddings_sample_size").set_value(500)
+    app.button(key="embeddings_project").click().run()
+    app.selectbox(key="embeddings_colour").set_value("rating").run()
+    app.toggle(key="embeddings_translation").set_value(False).run()
+
+    app.switch_page("pages/recommend.py").run()
+    app.switch_page(PAGE).run()
+
+    assert not app.exception, app.exception
+    assert len(drawn_rows(chart_spec(app))) == 500
+    assert app.selectbox(key="embeddings_kind").value == "relations"
+    assert app.selectbox(key="embeddings_colour").value == "rating"
+    assert app.toggle(key="embeddings_translation").value is False

@@ -285,6 +285,29 @@ def test_embeddings_3d_map_rotates(page, server):
     save_screenshot(page, "embeddings-3d")
 
 
+def test_embeddings_settings_survive_page_switch(page, server):
+    open_app_page(page, server, "/embeddings", "Embeddings", run=TINY_RUN)
+    main = page.locator(harness.MAIN_SELECTOR)
+    size = main.get_by_test_id("stCheckbox").filter(has_text="Size by popularity")
+    size.locator("label").click()
+    page.wait_for_function(
+        '() => document.querySelector(\'[data-testid="stPlotlyChart"] '
+        ".js-plotly-plot')?._fullData?.some((trace) => "
+        "Array.isArray(trace.marker?.size) || ArrayBuffer.isView(trace.marker?.size))",
+        timeout=60_000,
+    )
+    harness.wait_until_idle(page)
+
+    harness.click_page_link(page, "Recommend", "Recommend")
+    harness.click_page_link(page, "Embeddings", "Embeddings", EMBEDDINGS_TIMEOUT_S)
+    harness.wait_until_idle(page)
+
+    checked = size.locator("input").is_checked()
+    assert checked, "Size by popularity was reset after a visit to Recommend"
+    assert "Session State API" not in harness.main_text(page)
+    assert_clean(page)
+
+
 def drag_across(page, chart) -> None:
     """Drag from the chart's centre 120 pixels right and 40 down."""
     area = chart.bounding_box()

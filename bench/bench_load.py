@@ -376,13 +376,7 @@ def report(
         "the same cores as the server here."
     )
     print()
-    if errors:
-        print(f"Errors ({len(errors)}):")
-        for error in errors:
-            print(f"  {error}")
-        return 1
-    print("Errors: none.")
-    return 0
+    return harness.print_errors(errors)
 
 
 def main() -> int:

@@ -70,7 +70,8 @@ GESTURES = {2: ("pan", "wheel zoom", "hover"), 3: ("rotate", "wheel zoom", "hove
 SMOOTH_FPS = 30
 DRAG_STEP_PX = 4
 WHEEL_STEP = -40
-# Plotly applies a wheel zoom to the layout after 300 ms without wheel events.
+# Plotly writes a wheel zoom to the layout 50 ms (its REDRAWDELAY) after the
+# last wheel event, so this wait leaves ample time before the view is reset.
 SETTLE_MS = 600
 # Substrings of UNMASKED_RENDERER_WEBGL that name a renderer running on the CPU.
 CPU_RENDERERS = ("swiftshader", "llvmpipe", "softpipe", "software")
@@ -463,7 +464,7 @@ def report(version: str, renderer: str | None, results: list[MapResult], args) -
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--steps", type=int, default=40, help="mouse events in each gesture"
+        "--steps", type=int, default=40, help="mouse or wheel events in each gesture"
     )
     parser.add_argument(
         "--repeats", type=int, default=3, help="repeats of each gesture"
@@ -509,13 +510,7 @@ def main() -> int:
     if args.keep:
         print(f"Models folder kept: {models_dir}")
     print()
-    if errors:
-        print(f"Errors ({len(errors)}):")
-        for error in errors:
-            print(f"  {error}")
-        return 1
-    print("Errors: none.")
-    return 0
+    return harness.print_errors(errors)
 
 
 if __name__ == "__main__":

@@ -712,7 +712,7 @@ def point_attributes(loaded: LoadedRun) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def _pick(names: list[str], positions: np.ndarray | None) -> np.ndarray | None:
-    """Return ``names[positions]`` as objects; None for a catalogue without genres.
+    """Return ``names[positions]`` as objects, or None for a catalogue without genres.
 
     ``argmin`` and ``argmax`` fail on an array with no genre column, so the
     callers pass None in place of positions when ``names`` is empty.
@@ -742,7 +742,7 @@ def fit_point_limit(
     """Return the sample size and movie count that keep a map to ``max_points``.
 
     The translated map draws movies besides its pairs. Its pairs get what the
-    movies leave, and at least ``min_pairs``; movies are sampled when they do
+    movies leave, and at least ``min_pairs``. Movies are sampled when they do
     not all fit. The movie count is None where every movie fits.
 
     Raises

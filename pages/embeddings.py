@@ -38,6 +38,7 @@ from lrml.projection import (
     selected_rows,
 )
 from lrml.runs import WEIGHTS_FILE, Run
+from lrml.split import Split
 from pages import shared
 
 shared.ensure_navigation()
@@ -277,7 +278,7 @@ def projection_controls() -> tuple[str, int, ProjectionSettings]:
     return kind, int(sample_size), settings
 
 
-def points_in_2d(kind: str, sample_size: int, split) -> int:
+def points_in_2d(kind: str, sample_size: int, split: Split) -> int:
     """Return how many points the 2-D map of ``kind`` draws at ``sample_size``."""
     pairs = min(sample_size, len(split.train_users))
     return {

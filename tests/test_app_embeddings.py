@@ -225,21 +225,21 @@ def chart_config(app: AppTest) -> dict:
 
 
 @pytest.mark.parametrize(
-    ("kind", "what", "drawn_2d"),
+    ("kind", "described", "drawn_2d"),
     [
         ("relations", "2,500 sampled points", 20_000),
         ("users_items", "2,500 sampled points", N_USERS + N_ITEMS),
         ("translated", "818 sampled pairs and all 1,682 movies", 21_682),
     ],
 )
-def test_3d_point_limit(kind, what, drawn_2d):
+def test_3d_point_limit(kind, described, drawn_2d):
     app = open_embeddings(kind=kind, sample_size=20_000, dimensions=3)
 
     captions = " ".join(element.value for element in app.caption)
     assert len(drawn_rows(chart_spec(app))) == 2500
     assert "**PCA** of **2,500** points" in markdown_text(app)
     assert "3-D maps draw at most 2,500 points, so that they rotate" in captions
-    assert f"This one draws {what}; the 2-D map draws {drawn_2d:,}" in captions
+    assert f"This one draws {described}; the 2-D map draws {drawn_2d:,}" in captions
 
     app.radio(key="embeddings_dimensions").set_value(2)
     app.button(key="embeddings_project").click().run()

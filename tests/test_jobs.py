@@ -868,10 +868,9 @@ def test_background_queue_starts_next(one_slot, models_dir, ml100k):
     assert queued_runs(models_dir) == [second]
 
     first_status = _wait_for(first, _finished)
-    # NOTE: one CI run sent SIGTERM as soon as the status read "running", and
-    # the run then trained all its epochs and finished: the signal was lost
-    # while the process was still loading, cause unknown. Waiting for the
-    # first epoch tests the signal during training, where a stop matters most.
+    # NOTE: a SIGTERM sent as soon as the status read "running" was once lost,
+    # and the run trained all its epochs. The cause is unknown, so the signal
+    # is sent after the first epoch, which tests it during training.
     second_status = _wait_for(
         second,
         lambda status: status["state"] == "running" and status.get("epoch", 0) >= 1,

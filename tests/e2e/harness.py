@@ -68,6 +68,17 @@ def chromium_path() -> Path:
     return Path(os.environ.get(CHROMIUM_ENV, DEFAULT_CHROMIUM))
 
 
+def print_errors(errors: list[str]) -> int:
+    """Print a benchmark's errors and return its exit status: 1 if there are any."""
+    if errors:
+        print(f"Errors ({len(errors)}):")
+        for error in errors:
+            print(f"  {error}")
+        return 1
+    print("Errors: none.")
+    return 0
+
+
 def missing_browser_reason() -> str | None:
     """Return why the browser tests cannot run here, or None when they can."""
     path = chromium_path()
